@@ -1,0 +1,555 @@
+/*
+ * snowflock: the clone side.  "-object sf-clone,..." turns a QEMU started
+ * with its parent's machine options into a clone of that parent.
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ *   qemu-system-x86_64 <parent's machine options> \
+ *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
+ *               secret=HEX,clone-id=N[,prefetch=on|off][,retry-ms=MS]
+ *
+ * Sequence:
+ *   1. complete(): read and validate the descriptor; put the VM in the
+ *      INMIGRATE run state, as -incoming does, so machine reset does not
+ *      write ROM images into guest RAM and vl.c does not start the vCPUs.
+ *   2. machine-init-done, then (after reset) a bottom half in the main loop:
+ *      match the RAM blocks against the descriptor, arm lazy RAM
+ *      (sf-lazyram.c) - before device state loads, because virtio_load()
+ *      reads guest RAM -, load CPU and device state, give the clone its
+ *      own identity (MACs), start the vCPUs.
+ *   3. Pages arrive on demand and by background push; SF_CLONE_COMPLETE
+ *      when all are present, SF_CLONE_FAILED and exit when one cannot be
+ *      had.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/rcu.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qapi/qapi-commands-sf.h"
+#include "qapi/qapi-events-sf.h"
+#include "qom/object_interfaces.h"
+#include "hw/boards.h"
+#include "io/channel-buffer.h"
+#include "migration/qemu-file.h"
+#include "migration/savevm.h"
+#include "exec/ram_addr.h"
+#include "migration/ram.h"
+#include "migration/misc.h"
+#include "system/runstate.h"
+#include "system/system.h"
+#include "system/cpus.h"
+#include "sf-clone.h"
+#include "sf-lazyram.h"
+#include "hw/sf/sf-identity.h"
+#include "lib/sf-descriptor.h"
+#include "lib/sf-transport.h"
+#include "trace.h"
+
+#define TYPE_SF_CLONE "sf-clone"
+OBJECT_DECLARE_SIMPLE_TYPE(SfClone, SF_CLONE)
+
+struct SfClone {
+    Object parent_obj;
+
+    /* Properties */
+    char *descriptor_path;
+    char *server;
+    char *secret_hex;
+    uint32_t clone_id;
+    bool prefetch;
+    uint32_t retry_ms;
+
+    SfDescriptor *desc;
+    uint8_t secret[SF_WIRE_SECRET_LEN];
+    SfLazyRam *lazy;
+    Notifier machine_done;
+    int64_t spawn_ns;            /* when the launcher started us, or 0 */
+    int64_t start_to_run_us;
+    int64_t load_us;
+};
+
+static SfClone *sf_clone_singleton;
+
+bool sf_clone_active(void)
+{
+    return sf_clone_singleton != NULL;
+}
+
+bool sf_clone_memory_complete(void)
+{
+    SfLazyRamStats st;
+
+    if (!sf_clone_singleton) {
+        return true;
+    }
+    if (!sf_clone_singleton->lazy) {
+        return false;
+    }
+    sf_lazyram_get_stats(sf_clone_singleton->lazy, &st);
+    return st.complete;
+}
+
+/* Process start time, for "time to first guest instruction". */
+static int64_t sf_clone_process_start_ns(SfClone *s)
+{
+    g_autofree char *stat = NULL;
+    unsigned long long start_ticks;
+    struct timespec boot;
+    const char *p;
+
+    if (s->spawn_ns) {
+        return s->spawn_ns;
+    }
+    /* Field 22 of /proc/self/stat, in clock ticks since boot (10 ms). */
+    if (!g_file_get_contents("/proc/self/stat", &stat, NULL, NULL) ||
+        !(p = strrchr(stat, ')'))) {
+        return 0;
+    }
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u "
+               "%*d %*d %*d %*d %*d %*d %llu", &start_ticks) != 1) {
+        return 0;
+    }
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    int64_t now_boot = boot.tv_sec * 1000000000LL + boot.tv_nsec;
+    int64_t age = now_boot -
+                  (int64_t)start_ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
+    return g_get_monotonic_time() * 1000 - age;
+}
+
+/* --- failure and completion, called from the fault thread ---------------- */
+
+typedef struct SfCloneFailure {
+    SfClone *s;
+    char *reason;
+} SfCloneFailure;
+
+static void G_NORETURN sf_clone_die(SfClone *s, const char *reason)
+{
+    qapi_event_send_sf_clone_failed(s->clone_id, s->desc->fork_id, reason);
+    /*
+     * vCPUs may be blocked on pages that will never come, so an orderly
+     * shutdown (which pauses them) cannot finish.  Exit now; the kernel
+     * releases the userfaultfd, guest RAM and sockets.
+     */
+    fflush(stderr);
+    _exit(EXIT_FAILURE);
+}
+
+static void sf_clone_fail_bh(void *opaque)
+{
+    SfCloneFailure *f = opaque;
+
+    sf_clone_die(f->s, f->reason);
+}
+
+static void sf_clone_lazy_failed(const char *reason, void *opaque)
+{
+    SfClone *s = opaque;
+    SfCloneFailure *f;
+
+    error_report("sf-clone: clone %u of fork %" PRIu64 " stops: %s",
+                 s->clone_id, s->desc->fork_id, reason);
+    if (bql_locked()) {
+        sf_clone_die(s, reason);
+    }
+    f = g_new0(SfCloneFailure, 1);
+    f->s = s;
+    f->reason = g_strdup(reason);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_fail_bh, f);
+    /*
+     * The main loop emits the event and exits.  If it is itself blocked on
+     * a missing page (it faults while holding the BQL), exit from here.
+     */
+    g_usleep(2 * G_USEC_PER_SEC);
+    error_report("sf-clone: main loop blocked; exiting without event");
+    _exit(EXIT_FAILURE);
+}
+
+static void sf_clone_complete_bh(void *opaque)
+{
+    SfClone *s = opaque;
+    SfLazyRamStats st;
+
+    sf_lazyram_get_stats(s->lazy, &st);
+    qapi_event_send_sf_clone_complete(s->clone_id, s->desc->fork_id,
+                                      st.pages_fetched, st.zero_pages);
+}
+
+static void sf_clone_lazy_complete(void *opaque)
+{
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_complete_bh,
+                            opaque);
+}
+
+/* --- starting the clone ---------------------------------------------------- */
+
+/* Match our RAM blocks to the descriptor's, in its order. */
+static SfLazyBlock *sf_clone_match_blocks(SfClone *s, Error **errp)
+{
+    const SfDescriptor *d = s->desc;
+    g_autofree SfLazyBlock *lb = g_new0(SfLazyBlock, d->nblocks);
+    RAMBlock *rb;
+    uint32_t ours = 0;
+
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_NOT_IGNORED(rb) {
+        ours++;
+    }
+    if (ours != d->nblocks) {
+        error_setg(errp, "this VM has %u RAM blocks, the fork has %u: start "
+                   "the clone with the parent's machine options", ours,
+                   d->nblocks);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < d->nblocks; i++) {
+        const SfBlockInfo *bi = &d->blocks[i];
+
+        rb = qemu_ram_block_by_name(bi->idstr);
+        if (!rb || migrate_ram_is_ignored(rb)) {
+            error_setg(errp, "RAM block '%s' of the fork does not exist in "
+                       "this VM", bi->idstr);
+            return NULL;
+        }
+        if (bi->page_size != qemu_ram_pagesize(rb) ||
+            bi->page_size != qemu_real_host_page_size()) {
+            error_setg(errp, "RAM block '%s': page size %u, this VM has %zu",
+                       bi->idstr, bi->page_size, qemu_ram_pagesize(rb));
+            return NULL;
+        }
+        if (qemu_ram_get_used_length(rb) != bi->length) {
+            Error *local_err = NULL;
+
+            /* Resizeable blocks (ACPI tables, fw_cfg) follow the parent. */
+            if (!(rb->flags & RAM_RESIZEABLE) ||
+                qemu_ram_resize(rb, bi->length, &local_err)) {
+                error_setg(errp, "RAM block '%s' is %" PRIu64 " bytes, the "
+                           "fork's is %" PRIu64 ": start the clone with the "
+                           "parent's -m", bi->idstr,
+                           (uint64_t)qemu_ram_get_used_length(rb),
+                           bi->length);
+                error_free(local_err);
+                return NULL;
+            }
+        }
+        lb[i].rb = rb;
+        lb[i].host = qemu_ram_get_host_addr(rb);
+        lb[i].length = bi->length;
+    }
+    return g_steal_pointer(&lb);
+}
+
+static int sf_clone_load_devices(SfClone *s, Error **errp)
+{
+    QIOChannelBuffer *bioc = qio_channel_buffer_new(0);
+    QEMUFile *f;
+    int ret;
+
+    /* The buffer channel reads from our copy; it does not free it. */
+    bioc->data = s->desc->devstate;
+    bioc->capacity = bioc->usage = s->desc->devstate_len;
+    qio_channel_set_name(QIO_CHANNEL(bioc), "sf-clone-devstate");
+    f = qemu_file_new_input(QIO_CHANNEL(bioc));
+
+    /* qemu_save_device_state() wrote magic, version, sections, EOF. */
+    if (qemu_get_be32(f) != QEMU_VM_FILE_MAGIC ||
+        qemu_get_be32(f) != QEMU_VM_FILE_VERSION) {
+        error_setg(errp, "descriptor holds no QEMU device state stream");
+        ret = -EINVAL;
+    } else {
+        cpu_synchronize_all_pre_loadvm();
+        ret = qemu_load_device_state(f);
+        if (ret < 0) {
+            error_setg(errp, "loading the parent's device state failed "
+                       "(%d); see the messages above", ret);
+        }
+    }
+    qemu_fclose(f);
+    bioc->data = NULL;
+    object_unref(OBJECT(bioc));
+    return ret;
+}
+
+static void sf_clone_start_bh(void *opaque)
+{
+    SfClone *s = opaque;
+    Error *err = NULL;
+    g_autofree SfLazyBlock *blocks = NULL;
+    MachineClass *mc = MACHINE_GET_CLASS(current_machine);
+    SfLazyRamConfig cfg = {
+        .server = s->server,
+        .fork_id = s->desc->fork_id,
+        .clone_id = s->clone_id,
+        .prefetch = s->prefetch,
+        .retry_ms = s->retry_ms,
+        .failed = sf_clone_lazy_failed,
+        .complete = sf_clone_lazy_complete,
+        .opaque = s,
+    };
+    int64_t t0;
+
+    if (strcmp(mc->name, s->desc->machine)) {
+        error_setg(&err, "the fork is of a '%s' machine, this VM is '%s'",
+                   s->desc->machine, mc->name);
+        goto fail;
+    }
+    blocks = sf_clone_match_blocks(s, &err);
+    if (!blocks) {
+        goto fail;
+    }
+    memcpy(cfg.secret, s->secret, sizeof(cfg.secret));
+    s->lazy = sf_lazyram_start(blocks, s->desc->nblocks, &cfg, &err);
+    if (!s->lazy) {
+        goto fail;
+    }
+
+    t0 = g_get_monotonic_time();
+    if (sf_clone_load_devices(s, &err) < 0) {
+        goto fail;
+    }
+    s->load_us = g_get_monotonic_time() - t0;
+    trace_sf_clone_loaded(s->desc->devstate_len, s->load_us);
+
+    sf_identity_apply(s->clone_id);
+
+    if (autostart) {
+        vm_start();
+    } else {
+        runstate_set(RUN_STATE_PAUSED);
+    }
+    int64_t start_ns = sf_clone_process_start_ns(s);
+    s->start_to_run_us = start_ns ?
+        (g_get_monotonic_time() * 1000 - start_ns) / 1000 : 0;
+    info_report("sf-clone: clone %u of fork %" PRIu64 " running "
+                "(%" PRId64 " us after start, device state loaded in %"
+                PRId64 " us)", s->clone_id, s->desc->fork_id,
+                s->start_to_run_us, s->load_us);
+    return;
+
+fail:
+    error_reportf_err(err, "sf-clone: clone %u of fork %" PRIu64 ": ",
+                      s->clone_id, s->desc->fork_id);
+    qapi_event_send_sf_clone_failed(s->clone_id, s->desc->fork_id,
+                                    "clone could not start; see its log");
+    exit(EXIT_FAILURE);
+}
+
+static void sf_clone_machine_done(Notifier *n, void *data)
+{
+    SfClone *s = container_of(n, SfClone, machine_done);
+
+    /* Machine reset still follows this notifier; start after it. */
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_start_bh, s);
+}
+
+/* --- QOM --------------------------------------------------------------- */
+
+static void sf_clone_complete(UserCreatable *uc, Error **errp)
+{
+    SfClone *s = SF_CLONE(uc);
+    g_autoptr(GError) gerr = NULL;
+    const char *spawn;
+
+    if (sf_clone_singleton) {
+        error_setg(errp, "only one sf-clone object is allowed");
+        return;
+    }
+    if (!runstate_check(RUN_STATE_PRELAUNCH)) {
+        error_setg(errp, "sf-clone must be given on the command line "
+                   "(a running VM cannot become a clone)");
+        return;
+    }
+    if (!s->descriptor_path || !s->server || !s->secret_hex) {
+        error_setg(errp, "sf-clone needs descriptor, server and secret");
+        return;
+    }
+    if (s->clone_id == 0) {
+        error_setg(errp, "sf-clone: clone-id must be 1 or more");
+        return;
+    }
+    if (!sf_wire_secret_parse(s->secret_hex, s->secret)) {
+        error_setg(errp, "sf-clone: secret must be %d hex digits",
+                   2 * SF_WIRE_SECRET_LEN);
+        return;
+    }
+    if (!sf_transport_lookup(s->server)) {
+        error_setg(errp, "sf-clone: server '%s' is not unix:PATH or "
+                   "tcp:HOST:PORT", s->server);
+        return;
+    }
+    s->desc = sf_descriptor_read(s->descriptor_path, &gerr);
+    if (!s->desc) {
+        error_setg(errp, "sf-clone: %s", gerr->message);
+        return;
+    }
+    if (s->desc->page_size != qemu_real_host_page_size()) {
+        error_setg(errp, "sf-clone: fork has %u-byte pages, this host %zu",
+                   s->desc->page_size, qemu_real_host_page_size());
+        goto fail;
+    }
+    spawn = g_getenv("SNOWFLOCK_SPAWN_NS");
+    if (spawn) {
+        s->spawn_ns = g_ascii_strtoll(spawn, NULL, 10);
+    }
+
+    /* Like -incoming: no ROM reset into RAM, no vCPU start by vl.c. */
+    runstate_set(RUN_STATE_INMIGRATE);
+    s->machine_done.notify = sf_clone_machine_done;
+    qemu_add_machine_init_done_notifier(&s->machine_done);
+    sf_clone_singleton = s;
+    return;
+
+fail:
+    sf_descriptor_free(s->desc);
+    s->desc = NULL;
+}
+
+static bool sf_clone_can_be_deleted(UserCreatable *uc)
+{
+    return false;    /* the clone's memory depends on it for its life */
+}
+
+#define SF_CLONE_STR_PROP(field, name)                                      \
+    static char *sf_clone_get_##field(Object *obj, Error **errp)            \
+    {                                                                       \
+        return g_strdup(SF_CLONE(obj)->field);                              \
+    }                                                                       \
+    static void sf_clone_set_##field(Object *obj, const char *v,            \
+                                     Error **errp)                          \
+    {                                                                       \
+        SfClone *s = SF_CLONE(obj);                                         \
+        g_free(s->field);                                                   \
+        s->field = g_strdup(v);                                             \
+    }
+
+SF_CLONE_STR_PROP(descriptor_path, "descriptor")
+SF_CLONE_STR_PROP(server, "server")
+SF_CLONE_STR_PROP(secret_hex, "secret")
+
+static void sf_clone_get_u32(Object *obj, Visitor *v, const char *name,
+                             void *opaque, Error **errp)
+{
+    uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_uint32(v, name, field, errp);
+}
+
+static void sf_clone_set_u32(Object *obj, Visitor *v, const char *name,
+                             void *opaque, Error **errp)
+{
+    uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_uint32(v, name, field, errp);
+}
+
+static bool sf_clone_get_prefetch(Object *obj, Error **errp)
+{
+    return SF_CLONE(obj)->prefetch;
+}
+
+static void sf_clone_set_prefetch(Object *obj, bool v, Error **errp)
+{
+    SF_CLONE(obj)->prefetch = v;
+}
+
+static void sf_clone_init(Object *obj)
+{
+    SfClone *s = SF_CLONE(obj);
+
+    s->prefetch = true;
+    s->retry_ms = 5000;
+}
+
+static void sf_clone_class_init(ObjectClass *oc, void *data)
+{
+    UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
+
+    ucc->complete = sf_clone_complete;
+    ucc->can_be_deleted = sf_clone_can_be_deleted;
+
+    object_class_property_add_str(oc, "descriptor",
+                                  sf_clone_get_descriptor_path,
+                                  sf_clone_set_descriptor_path);
+    object_class_property_set_description(oc, "descriptor",
+        "path of the fork descriptor (CPU and device state)");
+    object_class_property_add_str(oc, "server", sf_clone_get_server,
+                                  sf_clone_set_server);
+    object_class_property_set_description(oc, "server",
+        "page server endpoint, unix:PATH or tcp:HOST:PORT");
+    object_class_property_add_str(oc, "secret", sf_clone_get_secret_hex,
+                                  sf_clone_set_secret_hex);
+    object_class_property_set_description(oc, "secret",
+        "the fork's secret, 32 hex digits");
+    object_class_property_add(oc, "clone-id", "uint32", sf_clone_get_u32,
+                              sf_clone_set_u32, NULL,
+                              (void *)offsetof(SfClone, clone_id));
+    object_class_property_set_description(oc, "clone-id",
+        "this clone's id, 1..N");
+    object_class_property_add(oc, "retry-ms", "uint32", sf_clone_get_u32,
+                              sf_clone_set_u32, NULL,
+                              (void *)offsetof(SfClone, retry_ms));
+    object_class_property_set_description(oc, "retry-ms",
+        "how long to retry an unreachable page server before stopping");
+    object_class_property_add_bool(oc, "prefetch", sf_clone_get_prefetch,
+                                   sf_clone_set_prefetch);
+    object_class_property_set_description(oc, "prefetch",
+        "push pages in the background besides demand faults");
+}
+
+static const TypeInfo sf_clone_info = {
+    .name = TYPE_SF_CLONE,
+    .parent = TYPE_OBJECT,
+    .instance_size = sizeof(SfClone),
+    .instance_init = sf_clone_init,
+    .class_init = sf_clone_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { TYPE_USER_CREATABLE },
+        { }
+    },
+};
+
+static void sf_clone_register_types(void)
+{
+    type_register_static(&sf_clone_info);
+}
+
+type_init(sf_clone_register_types);
+
+/* --- QMP --------------------------------------------------------------- */
+
+SfCloneStats *qmp_query_sf_clone(Error **errp)
+{
+    SfClone *s = sf_clone_singleton;
+    SfCloneStats *r;
+    SfLazyRamStats st = { 0 };
+
+    if (!s) {
+        error_setg(errp, "this QEMU is not a clone");
+        return NULL;
+    }
+    if (s->lazy) {
+        sf_lazyram_get_stats(s->lazy, &st);
+    }
+    r = g_new0(SfCloneStats, 1);
+    r->clone_id = s->clone_id;
+    r->fork_id = s->desc->fork_id;
+    r->state = g_strdup(st.failed ? "failed" :
+                        st.complete ? "complete" : "fetching");
+    r->prefetch = s->prefetch;
+    r->pages_total = st.pages_total;
+    r->pages_present = st.pages_present;
+    r->pages_fetched = st.pages_fetched;
+    r->zero_pages = st.zero_pages;
+    r->pushed_pages = st.pushed_pages;
+    r->bytes = st.bytes;
+    r->faults = st.faults;
+    r->fault_p50_us = st.fault_p50_us;
+    r->fault_p99_us = st.fault_p99_us;
+    r->reconnects = st.reconnects;
+    r->start_to_run_us = s->start_to_run_us;
+    r->load_us = s->load_us;
+    return r;
+}

@@ -1,0 +1,22 @@
+/*
+ * snowflock: starting local clones with the parent's own command line.
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef MIGRATION_SF_LAUNCH_H
+#define MIGRATION_SF_LAUNCH_H
+
+/*
+ * The command line of local clone @clone_id: @parent_argv rewritten as
+ * described in sf-launch.c, then @clone_opts.  NULL-terminated; NULL with
+ * errp set when the parent's command line cannot be duplicated.
+ */
+GPtrArray *sf_launch_clone_argv(const char *const *parent_argv,
+                                uint32_t clone_id,
+                                const char *const *clone_opts, Error **errp);
+
+/* posix_spawn this QEMU binary with @argv, output to @log_path. */
+pid_t sf_launch_spawn(char *const *argv, const char *log_path, Error **errp);
+
+#endif

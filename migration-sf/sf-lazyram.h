@@ -1,0 +1,64 @@
+/*
+ * snowflock: lazy RAM for clones (userfaultfd fault thread and placement).
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef MIGRATION_SF_LAZYRAM_H
+#define MIGRATION_SF_LAZYRAM_H
+
+#include "exec/cpu-common.h"
+#include "lib/sf-wire.h"
+
+typedef struct SfLazyRam SfLazyRam;
+
+/* One guest RAM block, in descriptor order (the page server's order). */
+typedef struct SfLazyBlock {
+    RAMBlock *rb;
+    void *host;
+    uint64_t length;
+} SfLazyBlock;
+
+typedef struct SfLazyRamConfig {
+    const char *server;                  /* page server endpoint */
+    uint8_t secret[SF_WIRE_SECRET_LEN];
+    uint64_t fork_id;
+    uint32_t clone_id;
+    bool prefetch;                       /* background push on */
+    int retry_ms;                        /* give up on the server after */
+    /*
+     * Called from the fault thread, which never takes the BQL: once when
+     * a page cannot be had (the clone must stop), once when every page is
+     * present.
+     */
+    void (*failed)(const char *reason, void *opaque);
+    void (*complete)(void *opaque);
+    void *opaque;
+} SfLazyRamConfig;
+
+typedef struct SfLazyRamStats {
+    bool complete;
+    bool failed;
+    uint64_t pages_total;
+    uint64_t pages_present;
+    uint64_t pages_fetched;
+    uint64_t zero_pages;
+    uint64_t pushed_pages;
+    uint64_t bytes;
+    uint64_t faults;
+    uint64_t reconnects;
+    uint64_t fault_p50_us;
+    uint64_t fault_p99_us;
+} SfLazyRamStats;
+
+/*
+ * Make every page of @blocks missing, register them with userfaultfd,
+ * connect to the page server and start the fault thread.  Must be called
+ * before anything reads guest RAM (device state loading does: virtio
+ * reads vring indices).  Guest RAM discards are disabled until complete.
+ */
+SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
+                            const SfLazyRamConfig *cfg, Error **errp);
+void sf_lazyram_get_stats(SfLazyRam *lr, SfLazyRamStats *st);
+
+#endif

@@ -1,0 +1,263 @@
+"""Drive real snowflock VMs: start QEMU, talk QMP, use the serial shell.
+
+QMP goes through QEMU's own Python client (qemu.qmp, from the pinned
+source tree the build unpacked).  The serial console is a unix socket
+chardev; commands are run in the guest's busybox shell and their output
+is delimited by markers, so a test reads exactly one command's output.
+"""
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD_DIR", os.path.join(REPO, "build"))
+QEMU = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
+KERNEL = os.path.join(BUILD, "guest", "vmlinuz")
+INITRD = os.path.join(BUILD, "guest", "initrd.img")
+
+sys.path.insert(0, os.path.join(BUILD, "qemu-src", "python"))
+from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+
+_marker = itertools.count(1)
+
+
+def wait_for_path(path, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.02)
+
+
+class Serial:
+    """The guest's serial console over a unix socket chardev."""
+
+    def __init__(self, path, timeout=30.0):
+        wait_for_path(path, timeout)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.buf = b""
+        self.log = b""
+
+    def read_until(self, pattern, timeout=60.0):
+        """Read until regex `pattern` matches the unread output."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str)
+                        else pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                out, self.buf = self.buf[:m.end()], self.buf[m.end():]
+                return out.decode(errors="replace"), m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"no {pattern!r} on serial within {timeout} s; got "
+                    f"{self.buf[-2000:].decode(errors='replace')!r}")
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise EOFError("serial console closed: "
+                               + self.buf[-2000:].decode(errors="replace"))
+            self.buf += data
+            self.log += data
+
+    def write(self, text):
+        self.sock.sendall(text.encode())
+
+    def run(self, cmd, timeout=120.0, check=True):
+        """Run a shell command in the guest; return (status, output)."""
+        n = next(_marker)
+        # The marker is split in the typed line so the tty echo of the
+        # command never matches; only the printed result does.
+        self.write(f"{cmd}; echo \"@@SF\"\"DONE{n} $?@@\"\n")
+        out, m = self.read_until(rf"@@SFDONE{n} (\d+)@@", timeout)
+        status = int(m.group(1).decode())
+        body = out[:m.start()]
+        # Drop the echoed command line.
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        if check and status != 0:
+            raise AssertionError(f"guest command {cmd!r} exited {status}: "
+                                 f"{body[-2000:]}")
+        return status, body
+
+    def close(self):
+        self.sock.close()
+
+
+class VM:
+    """One QEMU process (a parent or a clone) with QMP and a serial socket."""
+
+    def __init__(self, workdir, name="vm", mem_mib=512, extra_args=(),
+                 append="console=ttyS0 quiet", netdev=True):
+        self.workdir = workdir
+        self.name = name
+        self.qmp_path = os.path.join(workdir, f"{name}.qmp")
+        self.serial_path = os.path.join(workdir, f"{name}.serial")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.args = [
+            QEMU, "-M", "microvm", "-m", str(mem_mib), "-smp", "1",
+            "-name", name,
+            "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-global", "virtio-mmio.force-legacy=false",
+            "-kernel", KERNEL, "-initrd", INITRD, "-append", append,
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-chardev", f"socket,id=ser0,path={self.serial_path},"
+                        "server=on,wait=off",
+            "-serial", "chardev:ser0",
+            "-device", "virtio-serial-device",
+        ]
+        if netdev:
+            self.args += ["-netdev", "user,id=n0",
+                          "-device", "virtio-net-device,netdev=n0,"
+                                     "mac=52:54:00:12:34:56"]
+        self.args += list(extra_args)
+        self.proc = None
+        self.qmp = None
+        self.serial = None
+        self.events = []
+
+    def launch(self):
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+                                     stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        self.attach()
+        return self
+
+    def attach(self, timeout=30.0):
+        """Connect QMP and serial of a QEMU started by us or by vm-fork."""
+        wait_for_path(self.qmp_path, timeout)
+        self.qmp = QEMUMonitorProtocol(self.qmp_path)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.qmp.connect()
+                break
+            except (ConnectionRefusedError, FileNotFoundError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                self.qmp = QEMUMonitorProtocol(self.qmp_path)
+        self.serial = Serial(self.serial_path, timeout)
+        return self
+
+    def cmd(self, name, **args):
+        """QMP command; returns 'return' or raises with the error."""
+        resp = self.qmp.cmd_raw(name, args or None)
+        self.events += self.qmp.get_events(wait=False)
+        if "error" in resp:
+            raise QMPError(resp["error"])
+        return resp["return"]
+
+    def cmd_raw(self, name, args=None):
+        return self.qmp.cmd_raw(name, args)
+
+    def wait_event(self, name, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev["event"] == name:
+                    return self.events.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {name} event in {timeout} s")
+            ev = self.qmp.pull_event(wait=min(left, 1.0))
+            if ev:
+                self.events.append(ev)
+
+    def wait_ready(self, timeout=120.0):
+        self.serial.read_until(r"SNOWFLOCK-GUEST-READY", timeout)
+        # Let the shell print its first prompt, then sync.
+        self.serial.run("true", timeout=timeout)
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def close(self):
+        for c in (self.serial, self.qmp):
+            try:
+                if c:
+                    c.close()
+            except Exception:
+                pass
+        self.kill()
+        if getattr(self, "logf", None):
+            self.logf.close()
+
+
+class CloneVM(VM):
+    """A clone started by vm-fork: same paths as the parent plus .cloneN."""
+
+    def __init__(self, parent, clone_id, pid):
+        self.workdir = parent.workdir
+        self.name = f"{parent.name}-{clone_id}"
+        self.qmp_path = f"{parent.qmp_path}.clone{clone_id}"
+        self.serial_path = f"{parent.serial_path}.clone{clone_id}"
+        self.pid = pid
+        self.proc = None
+        self.qmp = None
+        self.serial = None
+        self.events = []
+
+    def alive(self):
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie of ours counts as gone.
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+
+class QMPError(Exception):
+    def __init__(self, err):
+        super().__init__(f"{err.get('class')}: {err.get('desc')}")
+        self.err = err
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

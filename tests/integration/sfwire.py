@@ -1,0 +1,359 @@
+"""Pure-Python codec and client for the snowflock page-transfer wire format.
+
+Mirrors migration-sf/lib/sf-wire.h (the contract): a 24-byte big-endian
+header followed by a body whose length the header states.  Integration
+tests use it to talk to, and to attack, the real page server.
+
+    with SfWireClient("unix:/tmp/sf.sock", fork_id=3, clone_id=1,
+                      secret=bytes.fromhex("00" * 16)) as c:
+        welcome = c.hello()
+        runs = c.fetch(block=0, offset=0, npages=16)   # [(type, pages)]
+        c.done()
+
+Everything here is deliberately permissive on the *sending* side (raw
+headers, wrong lengths, bad versions) and strict on the *receiving* side
+(a malformed reply from the server raises WireError).
+"""
+
+import socket
+import struct
+
+MAGIC = 0x53465047
+VERSION = 1
+HDR_SIZE = 24
+SECRET_LEN = 16
+PAGE_SIZE = 4096
+MAX_PAGES = 1024
+ERRMSG_MAX = 256
+
+HELLO, WELCOME, REQUEST, DATA, ZERO, DONE, ERROR = range(1, 8)
+TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", REQUEST: "REQUEST",
+              DATA: "DATA", ZERO: "ZERO", DONE: "DONE", ERROR: "ERROR"}
+
+REQ_DEMAND = 0x1
+REQ_PREFETCH = 0x2
+REQ_FLAGS_ALL = REQ_DEMAND | REQ_PREFETCH
+
+# ERROR codes
+ERR_AUTH, ERR_RANGE, ERR_PROTO, ERR_VERSION, ERR_BUSY, ERR_INTERNAL = \
+    range(1, 7)
+
+HELLO_LEN = 20
+WELCOME_LEN = 16
+REQUEST_LEN = 36
+PAGES_LEN = 20
+DONE_LEN = 16
+MAX_BODY = PAGES_LEN + MAX_PAGES * PAGE_SIZE
+
+# type -> (min body length, max body length), as sf_wire_msg_table[]
+LENGTHS = {
+    HELLO: (HELLO_LEN, HELLO_LEN),
+    WELCOME: (WELCOME_LEN, WELCOME_LEN),
+    REQUEST: (REQUEST_LEN, REQUEST_LEN),
+    DATA: (PAGES_LEN + PAGE_SIZE, MAX_BODY),
+    ZERO: (PAGES_LEN, PAGES_LEN),
+    DONE: (DONE_LEN, DONE_LEN),
+    ERROR: (4, 4 + ERRMSG_MAX),
+}
+
+_HDR = struct.Struct(">IHHIIQ")
+_HELLO = struct.Struct(">16sI")
+_WELCOME = struct.Struct(">IIQ")
+_REQUEST = struct.Struct(">16sIIQI")
+_PAGES = struct.Struct(">IIQI")
+
+
+class WireError(Exception):
+    """A message that violates the wire format."""
+
+
+class ServerError(Exception):
+    """The server answered with an ERROR message."""
+
+    def __init__(self, code, message):
+        super().__init__("server error %d: %s" % (code, message))
+        self.code = code
+        self.message = message
+
+
+# Encoders (no validation: tests must be able to send anything)
+
+def encode_header(msg_type, length, clone_id=0, fork_id=0,
+                  magic=MAGIC, version=VERSION):
+    return _HDR.pack(magic, version, msg_type, length, clone_id, fork_id)
+
+
+def encode_hello(secret, flags=0):
+    return _HELLO.pack(bytes(secret), flags)
+
+
+def encode_welcome(nblocks, page_size, total_pages):
+    return _WELCOME.pack(nblocks, page_size, total_pages)
+
+
+def encode_request(secret, block, offset, npages, flags=0):
+    return _REQUEST.pack(bytes(secret), block, npages, offset, flags)
+
+
+def encode_pages(block, offset, npages, flags=0):
+    return _PAGES.pack(block, npages, offset, flags)
+
+
+def encode_done(secret):
+    return bytes(secret)
+
+
+def encode_error(code, message=""):
+    raw = message.encode("ascii", "replace")[:ERRMSG_MAX]
+    return struct.pack(">I", code) + raw
+
+
+def encode_message(msg_type, body=b"", clone_id=0, fork_id=0, payload=b""):
+    return (encode_header(msg_type, len(body) + len(payload), clone_id,
+                          fork_id) + body + payload)
+
+
+# Decoders (strict, as the C side)
+
+def decode_header(raw):
+    """Return (type, length, clone_id, fork_id) or raise WireError."""
+    if len(raw) != HDR_SIZE:
+        raise WireError("header is %d bytes" % len(raw))
+    magic, version, msg_type, length, clone_id, fork_id = _HDR.unpack(raw)
+    if magic != MAGIC:
+        raise WireError("bad magic 0x%08x" % magic)
+    if version != VERSION:
+        raise WireError("unsupported version %d" % version)
+    if msg_type not in LENGTHS:
+        raise WireError("unknown message type %d" % msg_type)
+    lo, hi = LENGTHS[msg_type]
+    if not lo <= length <= hi:
+        raise WireError("%s body of %d bytes outside %d..%d"
+                        % (TYPE_NAMES[msg_type], length, lo, hi))
+    return msg_type, length, clone_id, fork_id
+
+
+def _check_run(npages, offset, flags):
+    if not 1 <= npages <= MAX_PAGES:
+        raise WireError("npages %d outside 1..%d" % (npages, MAX_PAGES))
+    if offset % PAGE_SIZE:
+        raise WireError("offset 0x%x not page aligned" % offset)
+    if flags & ~REQ_FLAGS_ALL:
+        raise WireError("unknown flags 0x%x" % flags)
+
+
+def decode_welcome(body):
+    if len(body) != WELCOME_LEN:
+        raise WireError("WELCOME of %d bytes" % len(body))
+    nblocks, page_size, total_pages = _WELCOME.unpack(body)
+    if page_size != PAGE_SIZE:
+        raise WireError("WELCOME page size %d" % page_size)
+    return {"nblocks": nblocks, "page_size": page_size,
+            "total_pages": total_pages}
+
+
+def decode_request(body):
+    if len(body) != REQUEST_LEN:
+        raise WireError("REQUEST of %d bytes" % len(body))
+    secret, block, npages, offset, flags = _REQUEST.unpack(body)
+    _check_run(npages, offset, flags)
+    return {"secret": secret, "block": block, "npages": npages,
+            "offset": offset, "flags": flags}
+
+
+def decode_pages(msg_type, body):
+    """DATA/ZERO -> dict with block, offset, npages, flags, data."""
+    if msg_type not in (DATA, ZERO):
+        raise WireError("not a page message: %d" % msg_type)
+    if len(body) < PAGES_LEN:
+        raise WireError("page message of %d bytes" % len(body))
+    block, npages, offset, flags = _PAGES.unpack(body[:PAGES_LEN])
+    _check_run(npages, offset, flags)
+    data = body[PAGES_LEN:]
+    want = npages * PAGE_SIZE if msg_type == DATA else 0
+    if len(data) != want:
+        raise WireError("%s payload of %d bytes for %d pages"
+                        % (TYPE_NAMES[msg_type], len(data), npages))
+    return {"block": block, "npages": npages, "offset": offset,
+            "flags": flags, "data": data if msg_type == DATA else None}
+
+
+def decode_error(body):
+    if not 4 <= len(body) <= 4 + ERRMSG_MAX:
+        raise WireError("ERROR of %d bytes" % len(body))
+    (code,) = struct.unpack(">I", body[:4])
+    text = body[4:]
+    if any(c < 0x20 or c >= 0x7f for c in text):
+        raise WireError("ERROR message has non-printable bytes")
+    return code, text.decode("ascii")
+
+
+def parse_secret(hexstr):
+    if len(hexstr) != 2 * SECRET_LEN:
+        raise ValueError("secret must be %d hex digits" % (2 * SECRET_LEN))
+    return bytes.fromhex(hexstr)
+
+
+# Client
+
+def _open_socket(endpoint, timeout):
+    scheme, _, addr = endpoint.partition(":")
+    if scheme == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
+    if scheme == "tcp":
+        host, _, port = addr.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        s = socket.create_connection((host, int(port)), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+    raise ValueError("unknown endpoint scheme in %r" % endpoint)
+
+
+class SfWireClient:
+    """One connection to a page server, speaking as clone `clone_id`."""
+
+    def __init__(self, endpoint, fork_id, clone_id, secret, timeout=5.0):
+        self.endpoint = endpoint
+        self.fork_id = fork_id
+        self.clone_id = clone_id
+        self.secret = bytes(secret)
+        self.sock = _open_socket(endpoint, timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    # sending
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, msg_type, body=b"", clone_id=None, fork_id=None):
+        self.send_raw(encode_message(
+            msg_type, body,
+            self.clone_id if clone_id is None else clone_id,
+            self.fork_id if fork_id is None else fork_id))
+
+    def send_hello(self, secret=None, flags=0, **kw):
+        self.send(HELLO, encode_hello(secret or self.secret, flags), **kw)
+
+    def send_request(self, block, offset, npages, flags=0, secret=None,
+                     **kw):
+        self.send(REQUEST, encode_request(secret or self.secret, block,
+                                          offset, npages, flags), **kw)
+
+    def send_done(self, secret=None, **kw):
+        self.send(DONE, encode_done(secret or self.secret), **kw)
+
+    # receiving
+
+    def _recv_exact(self, n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                if not buf:
+                    return None
+                raise WireError("EOF after %d of %d bytes" % (len(buf), n))
+            buf += chunk
+        return bytes(buf)
+
+    def recv(self):
+        """Next message as (type, hdr dict, body bytes), or None on EOF.
+
+        A connection reset counts as EOF: the server may close with data
+        of ours still unread after it sent an ERROR.
+        """
+        try:
+            raw = self._recv_exact(HDR_SIZE)
+        except ConnectionResetError:
+            return None
+        if raw is None:
+            return None
+        msg_type, length, clone_id, fork_id = decode_header(raw)
+        body = self._recv_exact(length) if length else b""
+        if body is None:
+            raise WireError("EOF before %s body" % TYPE_NAMES[msg_type])
+        return msg_type, {"clone_id": clone_id, "fork_id": fork_id}, body
+
+    def recv_expect(self, msg_type):
+        msg = self.recv()
+        if msg is None:
+            raise WireError("EOF, expected %s" % TYPE_NAMES[msg_type])
+        got, hdr, body = msg
+        if got == ERROR and msg_type != ERROR:
+            raise ServerError(*decode_error(body))
+        if got != msg_type:
+            raise WireError("got %s, expected %s"
+                            % (TYPE_NAMES[got], TYPE_NAMES[msg_type]))
+        return hdr, body
+
+    def recv_error(self):
+        """Expect ERROR; return (code, message)."""
+        _, body = self.recv_expect(ERROR)
+        return decode_error(body)
+
+    def is_closed(self):
+        """True when the server has closed the connection."""
+        return self.recv() is None
+
+    # conversations
+
+    def hello(self):
+        self.send_hello()
+        hdr, body = self.recv_expect(WELCOME)
+        if hdr["clone_id"] != self.clone_id or hdr["fork_id"] != self.fork_id:
+            raise WireError("WELCOME addressed to clone %d fork %d"
+                            % (hdr["clone_id"], hdr["fork_id"]))
+        return decode_welcome(body)
+
+    def fetch(self, block, offset, npages, flags=0):
+        """REQUEST and collect replies: list of (type, msg dict)."""
+        self.send_request(block, offset, npages, flags)
+        return self.collect(block, offset, npages)
+
+    def collect(self, block, offset, npages):
+        """Read the replies covering one request, checking their order."""
+        runs = []
+        cursor, end = offset, offset + npages * PAGE_SIZE
+        while cursor < end:
+            msg = self.recv()
+            if msg is None:
+                raise WireError("EOF inside a reply")
+            msg_type, _, body = msg
+            if msg_type == ERROR:
+                raise ServerError(*decode_error(body))
+            m = decode_pages(msg_type, body)
+            if m["block"] != block or m["offset"] != cursor:
+                raise WireError("reply for block %d offset 0x%x, expected "
+                                "block %d offset 0x%x"
+                                % (m["block"], m["offset"], block, cursor))
+            cursor += m["npages"] * PAGE_SIZE
+            if cursor > end:
+                raise WireError("reply runs past the request")
+            runs.append((msg_type, m))
+        return runs
+
+    def read_pages(self, block, offset, npages, flags=0):
+        """Fetch and assemble: bytes of npages pages (zeros filled in)."""
+        out = bytearray()
+        for msg_type, m in self.fetch(block, offset, npages, flags):
+            if msg_type == DATA:
+                out += m["data"]
+            else:
+                out += bytes(m["npages"] * PAGE_SIZE)
+        return bytes(out)
+
+    def done(self):
+        self.send_done()
