@@ -58,6 +58,7 @@ struct SfForkRecord {
     char *dir;
     char *server;
     char *stats_path;
+    char *unix_path;             /* the server's socket, for cleanup */
     pid_t server_pid;
     bool server_alive;
 };
@@ -77,6 +78,15 @@ static void sf_server_exited(GPid pid, gint status, gpointer opaque)
 
     trace_sf_fork_child_exited(pid, status);
     rec->server_alive = false;
+    /* A server that was killed could not remove its socket: do it. */
+    if (WIFSIGNALED(status) && rec->unix_path) {
+        unlink(rec->unix_path);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+        warn_report("vm-fork: page server of fork %" PRIx64 " (pid %d) "
+                    "ended with status 0x%x; see %s/pageserver.log",
+                    rec->id, pid, status, rec->dir);
+    }
     g_spawn_close_pid(pid);
 }
 
@@ -282,6 +292,9 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
                    gerr->message);
         return NULL;
     }
+    /* tcp:HOST:0 picked a port: clones must be told the real one. */
+    g_free(endpoint);
+    endpoint = g_strdup(listener->endpoint);
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         error_setg_errno(errp, errno, "vm-fork: cannot open %s", log_path);
@@ -338,6 +351,9 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
     rec->dir = g_strdup(fork_dir);
     rec->server = g_strdup(endpoint);
     rec->stats_path = g_strdup(stats_path);
+    if (g_str_has_prefix(endpoint, "unix:")) {
+        rec->unix_path = g_strdup(endpoint + strlen("unix:"));
+    }
     rec->server_pid = server_pid;
     rec->server_alive = true;
     sf_forks = g_list_append(sf_forks, rec);
@@ -400,7 +416,8 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
         SfCloneLaunch *cl;
         pid_t pid;
 
-        argv = sf_launch_clone_argv((const char *const *)own_argv, id, opts,
+        argv = sf_launch_clone_argv((const char *const *)own_argv, sf_fork_seq,
+                                    id, opts,
                                     errp);
         if (!argv) {
             /* The fork itself stands; report which clones did start. */

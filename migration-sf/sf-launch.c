@@ -8,7 +8,9 @@
  * devices) but its own host resources.  We rerun /proc/self/cmdline with
  * these changes, documented in qapi-sf.json (vm-fork):
  *   - unix socket and file paths in -qmp, -monitor, -serial, -chardev,
- *     -pidfile, -D get the suffix ".clone<N>"; -name gets "-<N>";
+ *     -pidfile, -D get the suffix ".fork<F>-clone<N>" (F counts this
+ *     VM's forks from 1, so clone N of two forks never collide); -name
+ *     gets "-<N>";
  *   - -S, -daemonize, -incoming, -loadvm and an earlier sf-clone object
  *     are dropped (the parent may itself be a clone);
  *   - what cannot be duplicated on one host is refused, naming the option:
@@ -130,11 +132,12 @@ static bool sf_check_disk(const char *opt, const char *value, Error **errp)
 }
 
 GPtrArray *sf_launch_clone_argv(const char *const *parent_argv,
-                                uint32_t clone_id,
+                                unsigned fork_seq, uint32_t clone_id,
                                 const char *const *clone_opts, Error **errp)
 {
     g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(g_free);
-    g_autofree char *suffix = g_strdup_printf(".clone%u", clone_id);
+    g_autofree char *suffix = g_strdup_printf(".fork%u-clone%u", fork_seq,
+                                              clone_id);
 
     g_ptr_array_add(out, g_strdup(parent_argv[0]));
     for (int i = 1; parent_argv[i]; i++) {
@@ -225,11 +228,17 @@ pid_t sf_launch_spawn(char *const *argv, const char *log_path, Error **errp)
     spawn_env = g_strdup_printf("SNOWFLOCK_SPAWN_NS=%" PRId64,
                                 g_get_monotonic_time() * 1000);
     for (char **e = environ; *e; e++) {
-        if (!g_str_has_prefix(*e, "SNOWFLOCK_SPAWN_NS=")) {
+        if (!g_str_has_prefix(*e, "SNOWFLOCK_SPAWN_NS=") &&
+            !g_str_has_prefix(*e, "G_SLICE=")) {
             g_ptr_array_add(envp, *e);
         }
     }
     g_ptr_array_add(envp, spawn_env);
+    /*
+     * A clone may be forked in turn: keep GLib < 2.76's slice allocator,
+     * whose lock a fork()ed page server could inherit held, out of it.
+     */
+    g_ptr_array_add(envp, (char *)"G_SLICE=always-malloc");
     g_ptr_array_add(envp, NULL);
 
     posix_spawn_file_actions_init(&fa);

@@ -13,7 +13,7 @@
  * errp set when the parent's command line cannot be duplicated.
  */
 GPtrArray *sf_launch_clone_argv(const char *const *parent_argv,
-                                uint32_t clone_id,
+                                unsigned fork_seq, uint32_t clone_id,
                                 const char *const *clone_opts, Error **errp);
 
 /* posix_spawn this QEMU binary with @argv, output to @log_path. */

@@ -109,7 +109,7 @@ class VM:
     """One QEMU process (a parent or a clone) with QMP and a serial socket."""
 
     def __init__(self, workdir, name="vm", mem_mib=512, extra_args=(),
-                 append="console=ttyS0 quiet", netdev=True):
+                 append="console=ttyS0 quiet nokaslr no_timer_check panic=-1", netdev=True):
         self.workdir = workdir
         self.name = name
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
@@ -130,7 +130,7 @@ class VM:
         ]
         if netdev:
             self.args += ["-netdev", "user,id=n0",
-                          "-device", "virtio-net-device,netdev=n0,"
+                          "-device", "virtio-net-device,id=net0,netdev=n0,"
                                      "mac=52:54:00:12:34:56"]
         self.args += list(extra_args)
         self.proc = None
@@ -140,7 +140,10 @@ class VM:
 
     def launch(self):
         self.logf = open(self.log_path, "wb")
+        # GLib < 2.76 slice allocator: see sf-launch.c.
+        env = dict(os.environ, G_SLICE="always-malloc")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+                                     env=env,
                                      stdout=self.logf,
                                      stderr=subprocess.STDOUT)
         self.attach()
@@ -188,7 +191,16 @@ class VM:
                 self.events.append(ev)
 
     def wait_ready(self, timeout=120.0):
-        self.serial.read_until(r"SNOWFLOCK-GUEST-READY", timeout)
+        try:
+            self.serial.read_until(r"SNOWFLOCK-GUEST-READY", timeout)
+        except TimeoutError as e:
+            try:
+                diag = self.cmd("human-monitor-command",
+                                **{"command-line": "info registers"})
+                diag += json.dumps(self.cmd("query-status"))
+            except Exception as e2:
+                diag = f"(no QMP: {e2})"
+            raise TimeoutError(f"{e}; guest state: {diag[:1500]}") from e
         # Let the shell print its first prompt, then sync.
         self.serial.run("true", timeout=timeout)
 
@@ -210,14 +222,19 @@ class VM:
 
 
 class CloneVM(VM):
-    """A clone started by vm-fork: same paths as the parent plus .cloneN."""
+    """A clone started by vm-fork, found through its launch command line."""
 
-    def __init__(self, parent, clone_id, pid):
+    def __init__(self, parent, launched):
+        argv = launched["argv"]
         self.workdir = parent.workdir
-        self.name = f"{parent.name}-{clone_id}"
-        self.qmp_path = f"{parent.qmp_path}.clone{clone_id}"
-        self.serial_path = f"{parent.serial_path}.clone{clone_id}"
-        self.pid = pid
+        self.clone_id = launched["clone-id"]
+        self.name = argv[argv.index("-name") + 1]
+        qmp = argv[argv.index("-qmp") + 1]
+        self.qmp_path = qmp[len("unix:"):].split(",")[0]
+        chardev = [a for a in argv if a.startswith("socket,id=ser0,")][0]
+        self.serial_path = re.search(r"path=([^,]+)", chardev).group(1)
+        self.pid = launched["pid"]
+        self.log_path = launched["log"]
         self.proc = None
         self.qmp = None
         self.serial = None
