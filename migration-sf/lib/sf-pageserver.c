@@ -11,8 +11,12 @@
  * GThread primitives, no GLib logging, no stdio (log lines are formatted
  * on the stack and written to fd 2 in one write()).
  *
- * One poll() loop, one message per readable connection per turn, so a
- * busy clone cannot starve the others for more than one request.  Input
+ * One poll() loop.  Each turn reads every whole message the readable
+ * connections have (up to a small queue per connection) and then serves:
+ * first every DEMAND request of every clone - a vCPU is blocked on those -
+ * then at most one PREFETCH request per clone, so a clone's background
+ * push never delays another clone's (or its own, queued later) faults by
+ * more than one chunk, and a busy clone cannot starve the others.  Input
  * is read non-blocking and reassembled per connection; replies are written
  * blocking, and SO_SNDTIMEO bounds how long a peer that stopped reading
  * can hold the loop before it is dropped.
@@ -46,6 +50,8 @@
 #define SF_PS_STATS_INTERVAL_MS  1000
 /* Client messages are at most a REQUEST; anything bigger is refused. */
 #define SF_PS_RECV_BUF           64
+/* Requests queued per connection; reading stops while it is full. */
+#define SF_PS_QUEUE              16
 
 typedef struct SfPsConn {
     SfConn *conn;
@@ -57,6 +63,9 @@ typedef struct SfPsConn {
     SfWireHdr hdr;
     size_t in_len;
     uint8_t in[SF_WIRE_HDR_SIZE + SF_PS_RECV_BUF];
+    /* Validated requests waiting to be served, in arrival order. */
+    SfMsgRequest queue[SF_PS_QUEUE];
+    unsigned queued;
 } SfPsConn;
 
 typedef struct SfPsClone {
@@ -394,12 +403,7 @@ static void handle_request(SfPageServer *s, SfPsConn *pc,
 {
     SfPsClone *c = &s->clones[pc->clone_id - 1];
     SfMsgRequest req;
-    const SfPageSourceOps *ops = s->src->ops;
-    const uint8_t *data;
-    bool zero[SF_WIRE_MAX_PAGES];
     const char *why;
-    GError *err = NULL;
-    uint32_t i, j;
 
     if (sf_wire_request_decode(body, hdr->length, &req, &why) < 0) {
         conn_fail(s, pc, SF_WERR_PROTO, why);
@@ -420,6 +424,22 @@ static void handle_request(SfPageServer *s, SfPsConn *pc,
     }
     c->st.requests++;
     s->stats_dirty = true;
+    /* conn_readable() stops reading before the queue overflows. */
+    g_assert(pc->queued < SF_PS_QUEUE);
+    pc->queue[pc->queued++] = req;
+}
+
+/* Answer one validated request with ZERO and DATA runs. */
+static void serve_request(SfPageServer *s, SfPsConn *pc,
+                          const SfMsgRequest *r)
+{
+    SfPsClone *c = &s->clones[pc->clone_id - 1];
+    SfMsgRequest req = *r;
+    const SfPageSourceOps *ops = s->src->ops;
+    const uint8_t *data;
+    bool zero[SF_WIRE_MAX_PAGES];
+    GError *err = NULL;
+    uint32_t i, j;
 
     data = ops->map(s->src, req.block, req.offset, req.npages, &err);
     if (!data) {
@@ -566,7 +586,10 @@ static void conn_readable(SfPageServer *s, SfPsConn *pc)
             pc->have_hdr = false;
             pc->in_len = 0;
             dispatch(s, pc, &pc->hdr, pc->in + SF_WIRE_HDR_SIZE);
-            return;
+            if (pc->dead || pc->queued == SF_PS_QUEUE) {
+                return;
+            }
+            continue;
         }
 
         /* Stream sockets only: server-side connections come from accept. */
@@ -697,8 +720,55 @@ static int64_t timers_run(SfPageServer *s, int64_t now)
     return next;
 }
 
+static void dequeue(SfPsConn *pc, unsigned i)
+{
+    memmove(&pc->queue[i], &pc->queue[i + 1],
+            (pc->queued - i - 1) * sizeof(pc->queue[0]));
+    pc->queued--;
+}
+
+/*
+ * Demand first, across all clones; then one push chunk per clone.
+ * Returns true when requests remain queued (poll without sleeping).
+ */
+static bool serve_queued(SfPageServer *s)
+{
+    bool more = false;
+    guint i;
+
+    for (i = 0; i < s->conns->len; i++) {
+        SfPsConn *pc = g_ptr_array_index(s->conns, i);
+
+        for (unsigned k = 0; k < pc->queued && !pc->dead;) {
+            if (pc->queue[k].flags & SF_REQ_DEMAND) {
+                SfMsgRequest req = pc->queue[k];
+
+                dequeue(pc, k);
+                serve_request(s, pc, &req);
+            } else {
+                k++;
+            }
+        }
+    }
+    for (i = 0; i < s->conns->len; i++) {
+        SfPsConn *pc = g_ptr_array_index(s->conns, i);
+
+        if (pc->queued && !pc->dead) {
+            SfMsgRequest req = pc->queue[0];
+
+            dequeue(pc, 0);
+            serve_request(s, pc, &req);
+        }
+        if (pc->queued && !pc->dead) {
+            more = true;
+        }
+    }
+    return more;
+}
+
 int sf_pageserver_run(SfPageServer *s)
 {
+    bool backlog = false;
     struct pollfd *pfd = NULL;
     guint pfd_cap = 0;
     const char *reason;
@@ -738,7 +808,7 @@ int sf_pageserver_run(SfPageServer *s)
             stats_write(s);
         }
 
-        timeout = next == G_MAXINT64 ? -1
+        timeout = backlog ? 0 : next == G_MAXINT64 ? -1
                   : (int)CLAMP(next - now, 0, G_MAXINT);
         nconns = s->conns->len;
         if (nconns + 2 > pfd_cap) {
@@ -750,8 +820,10 @@ int sf_pageserver_run(SfPageServer *s)
         for (i = 0; i < nconns; i++) {
             SfPsConn *pc = g_ptr_array_index(s->conns, i);
 
-            pfd[i + 2] = (struct pollfd) { .fd = pc->conn->fd,
-                                           .events = POLLIN };
+            /* A full queue is flow control: read on once served. */
+            pfd[i + 2] = (struct pollfd) {
+                .fd = pc->conn->fd,
+                .events = pc->queued < SF_PS_QUEUE ? POLLIN : 0 };
         }
         n = poll(pfd, nconns + 2, timeout);
         if (n < 0) {
@@ -782,6 +854,7 @@ int sf_pageserver_run(SfPageServer *s)
         if (pfd[1].revents & POLLIN) {
             listener_readable(s);
         }
+        backlog = serve_queued(s);
     }
 
     ps_log(s, "exiting: %s", reason);

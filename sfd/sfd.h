@@ -1,0 +1,198 @@
+/*
+ * sfd: the snowflock host daemon.  Shared types and the small APIs the
+ * files of sfd/ offer each other:
+ *
+ *   main.c     options, the loop, logging, sd_notify
+ *   proto.c    the line protocol: framing, json-glib, typed dispatch
+ *   commands.c the protocol's commands over the objects below
+ *   domain.c   domain XML (domain.h)
+ *   vm.c       QEMU processes: spawn, adopt after a restart, supervise
+ *   qmp.c      a small asynchronous QMP client (qmp.h)
+ *   fork.c     tickets, vm-fork, launching clones
+ *   net.c      family networks: a bridge per family, a tap per VM
+ *   hooks.c    libvirt-style hooks
+ *   state.c    records under the state directory
+ *
+ * Errors: functions return 0 / -errno or FALSE with a message for the
+ * caller, and the message is logged once, where it is consumed.
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef SFD_H
+#define SFD_H
+
+#include <sys/types.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "domain.h"
+
+#define SFD_PROTOCOL_VERSION 1
+#define SFD_MAX_HOST_CLONES_DEFAULT 64
+
+typedef struct SfdQmp SfdQmp;
+typedef struct SfdServer SfdServer;
+typedef struct SfdRequest SfdRequest;
+
+typedef struct SfdFamily {
+    char *domain;           /* the parent domain's name */
+    int index;              /* 1..254, unique on this host's sfd */
+    char *bridge;
+    guint32 net;            /* network address, host byte order */
+    int prefix;
+    int members;            /* VMs with a tap on the bridge */
+} SfdFamily;
+
+typedef enum {
+    SFD_VM_STARTING,
+    SFD_VM_RUNNING,
+    SFD_VM_STOPPING,
+    SFD_VM_EXITED,
+} SfdVmState;
+
+typedef struct SfdVm {
+    char *name;             /* domain name, or <domain>-<id> for a clone */
+    char *domain;           /* the domain (the parent's, for a clone) */
+    int clone_id;           /* sfd's clone id, 0 for a parent */
+    int qemu_clone_id;      /* the id vm-fork granted it (1..N per fork) */
+    guint64 fork_id;
+    SfdVmState state;
+    pid_t pid;
+    guint64 starttime;      /* /proc/PID/stat field 22: guards pid reuse */
+    pid_t server_pid;       /* clone: its fork's page server */
+    guint64 server_starttime;
+    char *qmp_path, *serial_path, *log_path;
+    char *tap, *mac, *ip;
+    gboolean net_configured;
+    SfdFamily *family;      /* NULL: no interface */
+    GStrv machine;          /* parent: machine options shared with clones */
+    char *failure;          /* why a clone failed (SF_CLONE_FAILED) */
+    gint64 started_at;      /* wall clock, seconds */
+    gboolean adopted;       /* taken over from a previous sfd */
+
+    SfdQmp *qmp;
+    int pidfd;
+    guint pidfd_watch;
+    guint child_watch;
+    int forks;              /* parent: vm-fork calls so far */
+    GList *waiters;         /* SfdRequest waiting for this VM to be up */
+} SfdVm;
+
+typedef struct Sfd {
+    char *socket_path;
+    char *state_dir;
+    char *hooks_dir;
+    char *run_dir;          /* <state>/run: per-VM records and sockets */
+    char *domains_dir;      /* <state>/domains: defined XML */
+    char *qemu;
+    char *tag;              /* 4 hex digits naming this sfd's interfaces */
+    int hook_timeout_s;
+    int max_clones;         /* per host */
+    GHashTable *domains;    /* name -> SfdDomain */
+    GHashTable *vms;        /* name -> SfdVm, running parents and clones */
+    GHashTable *families;   /* domain name -> SfdFamily */
+    SfdServer *server;
+    GMainLoop *loop;
+} Sfd;
+
+extern Sfd *sfd;            /* one daemon per process */
+
+/* proto.c */
+typedef enum {
+    SFD_ARG_STRING,
+    SFD_ARG_INT,
+    SFD_ARG_BOOL,
+    SFD_ARG_STRLIST,
+} SfdArgType;
+
+typedef struct SfdArgSpec {
+    const char *name;
+    SfdArgType type;
+    gboolean required;
+} SfdArgSpec;
+
+typedef void (*SfdCommandFunc)(SfdRequest *req, JsonObject *args);
+
+typedef struct SfdCommand {
+    const char *name;
+    SfdCommandFunc fn;
+    SfdArgSpec args[6];     /* ends at name == NULL */
+    const char *help;
+} SfdCommand;
+
+extern const SfdCommand sfd_commands[];   /* commands.c */
+
+SfdServer *sfd_server_new(const char *path, int mode, char **err);
+void sfd_server_free(SfdServer *s);
+/* Check args against spec: NULL, or an error message. */
+char *sfd_args_check(const SfdArgSpec *spec, JsonObject *args);
+/* Answer a request (takes ownership of ret); the request is freed.  A
+ * request whose client left is answered into the void. */
+void sfd_request_return(SfdRequest *req, JsonNode *ret);
+void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt,
+                       ...) G_GNUC_PRINTF(3, 4);
+void sfd_request_subscribe(SfdRequest *req, GStrv events);
+/* Send an event to every subscribed client (takes ownership of data). */
+void sfd_event(const char *name, JsonNode *data);
+
+/* vm.c */
+SfdVm *sfd_vm_lookup(const char *name);
+typedef void (*SfdVmDone)(SfdVm *vm, const char *err, gpointer opaque);
+/* Start a defined domain: hooks, network, QEMU, QMP.  done(vm or NULL). */
+void sfd_vm_start(SfdDomain *d, SfdVmDone done, gpointer opaque);
+/* Spawn the QEMU of a prepared SfdVm (name, paths, tap set). */
+int sfd_vm_spawn(SfdVm *vm, GPtrArray *argv, char **err);
+/* Connect QMP, then call done (err NULL on success). */
+void sfd_vm_attach(SfdVm *vm, SfdVmDone done, gpointer opaque);
+void sfd_vm_stop(SfdVm *vm);            /* QMP quit, SIGTERM fallback */
+int sfd_vm_kill(SfdVm *vm, int sig);
+SfdVm *sfd_vm_new(const char *name, const char *domain);
+GPtrArray *sfd_vm_argv(SfdVm *vm, GStrv machine, const char *append);
+GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append);
+void sfd_vm_adopt_all(void);
+JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail);
+const char *sfd_vm_state_str(SfdVm *vm);
+guint64 sfd_proc_starttime(pid_t pid);
+gboolean sfd_proc_alive(pid_t pid, guint64 starttime);
+
+/* fork.c */
+typedef void (*SfdForkDone)(JsonNode *ret, const char *cls, const char *err,
+                            gpointer opaque);
+/* Grant m <= count clones of vm within its and the host's limits, fork
+ * and launch them.  origin is "client" or "guest" (a ticket request). */
+void sfd_fork(SfdVm *parent, int count, const char *origin,
+              SfdForkDone done, gpointer opaque);
+int sfd_clones_alive(const char *domain);
+
+/* net.c */
+SfdFamily *sfd_family_get(SfdDomain *d, char **err);
+/* Create a tap for member id (0 = parent) on the family bridge. */
+char *sfd_net_tap_add(SfdFamily *f, int member, char **err);
+void sfd_net_tap_del(SfdFamily *f, const char *tap);
+/* Drop the family (and its bridge) when it has no members left. */
+void sfd_family_put(SfdFamily *f);
+SfdFamily *sfd_family_adopt(const char *domain, int index,
+                            const char *bridge, guint32 net, int prefix);
+char *sfd_net_ip(SfdFamily *f, int member);
+char *sfd_net_parent_mac(SfdFamily *f);
+
+/* hooks.c */
+typedef void (*SfdHookDone)(gboolean ok, const char *msg, gpointer opaque);
+/* Run HOOKS_DIR/object NAME OP SUBOP with xml on stdin.  A missing hook
+ * succeeds.  done may be NULL (fire and forget); it is always called
+ * from the main loop, never before this returns. */
+void sfd_hook_run(const char *object, const char *name, const char *op,
+                  const char *subop, SfdDomain *d, SfdHookDone done,
+                  gpointer opaque);
+
+/* state.c */
+int sfd_state_write_json(const char *path, JsonNode *node, char **err);
+JsonNode *sfd_state_read_json(const char *path, char **err);
+void sfd_state_save_vm(SfdVm *vm);
+void sfd_state_drop_vm(SfdVm *vm);
+int sfd_state_save_domain(SfdDomain *d, char **err);
+void sfd_state_drop_domain(const char *name);
+void sfd_state_load_domains(void);
+
+#endif
