@@ -8,6 +8,7 @@
  *   qemu-system-x86_64 <parent's machine options> \
  *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
  *               secret=HEX,clone-id=N[,prefetch=on|off][,retry-ms=MS]
+ *               [,mac=52:54:00:xx:xx:xx]
  *
  * Sequence:
  *   1. complete(): read and validate the descriptor; put the VM in the
@@ -62,8 +63,10 @@ struct SfClone {
     uint32_t clone_id;
     bool prefetch;
     uint32_t retry_ms;
+    char *mac_str;
 
     SfDescriptor *desc;
+    uint8_t mac[6];
     uint8_t secret[SF_WIRE_SECRET_LEN];
     SfLazyRam *lazy;
     Notifier machine_done;
@@ -313,7 +316,8 @@ static void sf_clone_start_bh(void *opaque)
     s->load_us = g_get_monotonic_time() - t0;
     trace_sf_clone_loaded(s->desc->devstate_len, s->load_us);
 
-    sf_identity_apply(s->clone_id);
+    sf_identity_apply(s->desc->fork_id, s->clone_id,
+                      s->mac_str ? s->mac : NULL);
 
     if (autostart) {
         vm_start();
@@ -347,6 +351,15 @@ static void sf_clone_machine_done(Notifier *n, void *data)
 
 /* --- QOM --------------------------------------------------------------- */
 
+static bool sf_clone_parse_mac(const char *str, uint8_t mac[6])
+{
+    int end = 0;
+
+    return sscanf(str, "%2hhx:%2hhx:%2hhx:%2hhx:%2hhx:%2hhx%n", &mac[0],
+                  &mac[1], &mac[2], &mac[3], &mac[4], &mac[5], &end) == 6 &&
+           end == 17 && str[end] == '\0';
+}
+
 static void sf_clone_complete(UserCreatable *uc, Error **errp)
 {
     SfClone *s = SF_CLONE(uc);
@@ -373,6 +386,12 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
     if (!sf_wire_secret_parse(s->secret_hex, s->secret)) {
         error_setg(errp, "sf-clone: secret must be %d hex digits",
                    2 * SF_WIRE_SECRET_LEN);
+        return;
+    }
+    if (s->mac_str && (!sf_clone_parse_mac(s->mac_str, s->mac) ||
+                       (s->mac[0] & 1))) {
+        error_setg(errp, "sf-clone: mac '%s' is not a unicast MAC address",
+                   s->mac_str);
         return;
     }
     if (!sf_transport_lookup(s->server)) {
@@ -428,6 +447,7 @@ static bool sf_clone_can_be_deleted(UserCreatable *uc)
 SF_CLONE_STR_PROP(descriptor_path, "descriptor")
 SF_CLONE_STR_PROP(server, "server")
 SF_CLONE_STR_PROP(secret_hex, "secret")
+SF_CLONE_STR_PROP(mac_str, "mac")
 
 static void sf_clone_get_u32(Object *obj, Visitor *v, const char *name,
                              void *opaque, Error **errp)
@@ -493,6 +513,10 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                               (void *)offsetof(SfClone, retry_ms));
     object_class_property_set_description(oc, "retry-ms",
         "how long to retry an unreachable page server before stopping");
+    object_class_property_add_str(oc, "mac", sf_clone_get_mac_str,
+                                  sf_clone_set_mac_str);
+    object_class_property_set_description(oc, "mac",
+        "MAC address of the clone's first virtio-net device");
     object_class_property_add_bool(oc, "prefetch", sf_clone_get_prefetch,
                                    sf_clone_set_prefetch);
     object_class_property_set_description(oc, "prefetch",
