@@ -34,6 +34,8 @@
 typedef struct SfdQmp SfdQmp;
 typedef struct SfdServer SfdServer;
 typedef struct SfdRequest SfdRequest;
+typedef struct SfdVm SfdVm;
+typedef void (*SfdVmDone)(SfdVm *vm, const char *err, gpointer opaque);
 
 typedef struct SfdFamily {
     char *domain;           /* the parent domain's name */
@@ -51,7 +53,8 @@ typedef enum {
     SFD_VM_EXITED,
 } SfdVmState;
 
-typedef struct SfdVm {
+struct SfdVm {
+    int refs;
     char *name;             /* domain name, or <domain>-<id> for a clone */
     char *domain;           /* the domain (the parent's, for a clone) */
     int clone_id;           /* sfd's clone id, 0 for a parent */
@@ -70,14 +73,19 @@ typedef struct SfdVm {
     char *failure;          /* why a clone failed (SF_CLONE_FAILED) */
     gint64 started_at;      /* wall clock, seconds */
     gboolean adopted;       /* taken over from a previous sfd */
+    gboolean spawned;       /* a QEMU process was started for it */
+    guint stop_timer;
+    SfdVmDone attach_done;
+    gpointer attach_opaque;
 
     SfdQmp *qmp;
     int pidfd;
     guint pidfd_watch;
     guint child_watch;
     int forks;              /* parent: vm-fork calls so far */
-    GList *waiters;         /* SfdRequest waiting for this VM to be up */
-} SfdVm;
+    char *fork_dir;         /* clone: its fork's directory */
+    GList *exit_waiters;    /* SfdRequest answered when the VM has exited */
+};
 
 typedef struct Sfd {
     char *socket_path;
@@ -138,9 +146,14 @@ void sfd_event(const char *name, JsonNode *data);
 
 /* vm.c */
 SfdVm *sfd_vm_lookup(const char *name);
-typedef void (*SfdVmDone)(SfdVm *vm, const char *err, gpointer opaque);
+typedef void (*SfdStartDone)(SfdVm *vm, const char *cls, const char *err,
+                             gpointer opaque);
 /* Start a defined domain: hooks, network, QEMU, QMP.  done(vm or NULL). */
-void sfd_vm_start(SfdDomain *d, SfdVmDone done, gpointer opaque);
+void sfd_vm_start(SfdDomain *d, SfdStartDone done, gpointer opaque);
+/* The last lines of a VM's QEMU log, for error messages. */
+char *sfd_vm_log_tail(SfdVm *vm);
+/* Set the per-VM paths (sockets, log) under the run directory. */
+gboolean sfd_vm_set_paths(SfdVm *vm, char **err);
 /* Spawn the QEMU of a prepared SfdVm (name, paths, tap set). */
 int sfd_vm_spawn(SfdVm *vm, GPtrArray *argv, char **err);
 /* Connect QMP, then call done (err NULL on success). */
@@ -148,7 +161,11 @@ void sfd_vm_attach(SfdVm *vm, SfdVmDone done, gpointer opaque);
 void sfd_vm_stop(SfdVm *vm);            /* QMP quit, SIGTERM fallback */
 int sfd_vm_kill(SfdVm *vm, int sig);
 SfdVm *sfd_vm_new(const char *name, const char *domain);
-GPtrArray *sfd_vm_argv(SfdVm *vm, GStrv machine, const char *append);
+SfdVm *sfd_vm_ref(SfdVm *vm);
+void sfd_vm_unref(SfdVm *vm);
+/* Tear down a VM whose process is gone (hooks, network, record). */
+void sfd_vm_exited(SfdVm *vm, int status);
+GPtrArray *sfd_vm_argv(SfdVm *vm, GStrv machine);
 GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append);
 void sfd_vm_adopt_all(void);
 JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail);
@@ -176,6 +193,7 @@ SfdFamily *sfd_family_adopt(const char *domain, int index,
                             const char *bridge, guint32 net, int prefix);
 char *sfd_net_ip(SfdFamily *f, int member);
 char *sfd_net_parent_mac(SfdFamily *f);
+void sfd_net_sweep(void);
 
 /* hooks.c */
 typedef void (*SfdHookDone)(gboolean ok, const char *msg, gpointer opaque);
