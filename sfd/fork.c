@@ -339,7 +339,11 @@ static void clone_start_hook_done(gboolean ok, const char *msg,
         char *at = strstr(x, "@CLONE_ID@");
         if (at) {
             *at = '\0';
-            g_ptr_array_add(argv, g_strconcat(x, id, at + 10, NULL));
+            /* The family decides the clone's MAC, not QEMU's default. */
+            g_ptr_array_add(argv, g_strconcat(x, id, at + 10,
+                                              c->family ? ",mac=" : "",
+                                              c->family ? c->mac : "",
+                                              NULL));
         } else {
             g_ptr_array_add(argv, g_strdup(*a));
         }
@@ -367,6 +371,8 @@ static void clone_launch(ForkOp *op, SfdVm *c)
         }
         c->family = op->parent->family;
         c->ip = sfd_net_ip(c->family, c->clone_id);
+        g_free(c->mac);
+        c->mac = sfd_net_clone_mac(c->family, c->clone_id);
     }
     sfd_state_save_vm(c);
     sfd_hook_run("clone", c->name, "start", "begin", op->d,

@@ -201,9 +201,23 @@ char *sfd_net_ip(SfdFamily *f, int member)
 char *sfd_net_parent_mac(SfdFamily *f)
 {
     /* Locally administered, unicast; the tag's first byte and the
-     * family index keep parents apart.  QEMU derives clone MACs from
-     * it by changing the low three bytes. */
+     * family index keep parents apart; clones get the same prefix
+     * (sfd_net_clone_mac()). */
     return g_strdup_printf("02:5f:%.2s:%02x:00:01", sfd->tag, f->index);
+}
+
+/*
+ * Clone N of a family: the parent's address with the member number
+ * N + 1 (the parent is member 1) in the low two bytes, so no two members
+ * of a family, and no two families, share a MAC.  Handed to QEMU as
+ * sf-clone's mac= so forks of one parent never collide.
+ */
+char *sfd_net_clone_mac(SfdFamily *f, int clone_id)
+{
+    int member = clone_id + 1;
+
+    return g_strdup_printf("02:5f:%.2s:%02x:%02x:%02x", sfd->tag, f->index,
+                           (member >> 8) & 0xff, member & 0xff);
 }
 
 /* Delete interfaces with our tag that no family claims. */

@@ -193,6 +193,7 @@ SfdFamily *sfd_family_adopt(const char *domain, int index,
                             const char *bridge, guint32 net, int prefix);
 char *sfd_net_ip(SfdFamily *f, int member);
 char *sfd_net_parent_mac(SfdFamily *f);
+char *sfd_net_clone_mac(SfdFamily *f, int clone_id);
 void sfd_net_sweep(void);
 
 /* hooks.c */
