@@ -10,7 +10,7 @@
 # verified by apt against Debian's signed .dsc instead, since Debian may
 # have moved to a newer 10.0.x point release).
 #
-# Incremental: the patched tree (build/qemu-src) is recreated only when the
+# Incremental: the patched tree (build/src-qemu) is recreated only when the
 # tarball or a patch changes; our directories are symlinked into it, so
 # touching a file in hw-sf/ or migration-sf/ rebuilds only that file (and
 # ccache makes even a fresh tree cheap).
@@ -19,7 +19,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$repo/build}
 . "$repo/qemu/UPSTREAM"
-src=$build/qemu-src
+# Not build/qemu-*: meson treats paths that start with its build dir
+# (build/qemu) as generated files.
+src=$build/src-qemu
 obj=$build/qemu
 dl=$build/qemu-dl
 mkdir -p "$build" "$dl"

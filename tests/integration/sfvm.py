@@ -24,7 +24,7 @@ QEMU = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
 KERNEL = os.path.join(BUILD, "guest", "vmlinuz")
 INITRD = os.path.join(BUILD, "guest", "initrd.img")
 
-sys.path.insert(0, os.path.join(BUILD, "qemu-src", "python"))
+sys.path.insert(0, os.path.join(BUILD, "src-qemu", "python"))
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 
 _marker = itertools.count(1)
