@@ -6,6 +6,7 @@ chardev; commands are run in the guest's busybox shell and their output
 is delimited by markers, so a test reads exactly one command's output.
 """
 
+import asyncio
 import itertools
 import json
 import os
@@ -211,7 +212,10 @@ class VM:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {name} event in {timeout} s")
-            ev = self.qmp.pull_event(wait=min(left, 1.0))
+            try:
+                ev = self.qmp.pull_event(wait=float(min(left, 1.0)))
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                ev = None
             if ev:
                 self.events.append(ev)
 
