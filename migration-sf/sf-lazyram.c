@@ -538,6 +538,14 @@ static void sf_lazyram_reconnect(SfLazyRam *lr)
     qatomic_inc(&lr->reconnects);
     info_report("sf-clone: clone %u reconnected to page server %s",
                 lr->cfg.clone_id, lr->server);
+    /*
+     * Faults taken while disconnected were marked requested but not sent
+     * (there was no connection): forget them too, then ask for every page
+     * a thread waits on.
+     */
+    for (uint32_t i = 0; i < lr->nblocks; i++) {
+        bitmap_zero(lr->blocks[i].requested, lr->blocks[i].npages);
+    }
     for (guint i = 0; i < lr->pending->len; i++) {
         SfPendingFault *pf = &g_array_index(lr->pending, SfPendingFault, i);
         SfLazyBlockState *bs = &lr->blocks[pf->block];

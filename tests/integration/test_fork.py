@@ -273,3 +273,22 @@ def test_shared_guest_ram_is_refused(lab):
     # Refused cleanly: the guest runs on and nothing was forked.
     assert vm.cmd("query-status")["status"] == "running"
     assert vm.cmd("query-sf-forks") == []
+
+
+def test_clone_reconnects_after_connection_loss(lab, parent):
+    """A broken connection to a live page server is not a failure."""
+    r, clones = lab.fork(parent, clones=1, prefetch=False,
+                         listen="tcp:127.0.0.1:0")
+    c = clones[0]
+    c.attach()
+    port = r["server"].rsplit(":", 1)[1]
+    # Abort the clone's TCP connection (SOCK_DESTROY, as after a network
+    # blip); the server is still there.
+    ss = subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", port],
+                        capture_output=True, text=True)
+    assert ss.returncode == 0, ss.stderr
+    pages, bad, line = pattern.verify(c.serial, 1)
+    assert bad == 0, line
+    st = c.cmd("query-sf-clone")
+    assert st["reconnects"] >= 1, st
+    assert sfvm.pid_alive(c.pid)
