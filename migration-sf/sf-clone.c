@@ -125,13 +125,19 @@ static int64_t sf_clone_process_start_ns(SfClone *s)
 
 /* --- failure and completion, called from the fault thread ---------------- */
 
-typedef struct SfCloneFailure {
-    SfClone *s;
-    char *reason;
-} SfCloneFailure;
-
-static void G_NORETURN sf_clone_die(SfClone *s, const char *reason)
+static void sf_clone_lazy_failed(const char *reason, void *opaque)
 {
+    SfClone *s = opaque;
+
+    error_report("sf-clone: clone %u of fork %" PRIu64 " stops: %s",
+                 s->clone_id, s->desc->fork_id, reason);
+    /*
+     * Emitted from the fault thread itself, not from a bottom half: the
+     * main loop may be blocked for good behind a vCPU that faulted on a
+     * missing page while holding the BQL (a virtio kick reading a vring),
+     * and events may be sent from any thread (migration and block jobs
+     * do).  The QMP write is synchronous.
+     */
     qapi_event_send_sf_clone_failed(s->clone_id, s->desc->fork_id, reason);
     /*
      * vCPUs may be blocked on pages that will never come, so an orderly
@@ -139,36 +145,6 @@ static void G_NORETURN sf_clone_die(SfClone *s, const char *reason)
      * releases the userfaultfd, guest RAM and sockets.
      */
     fflush(stderr);
-    _exit(EXIT_FAILURE);
-}
-
-static void sf_clone_fail_bh(void *opaque)
-{
-    SfCloneFailure *f = opaque;
-
-    sf_clone_die(f->s, f->reason);
-}
-
-static void sf_clone_lazy_failed(const char *reason, void *opaque)
-{
-    SfClone *s = opaque;
-    SfCloneFailure *f;
-
-    error_report("sf-clone: clone %u of fork %" PRIu64 " stops: %s",
-                 s->clone_id, s->desc->fork_id, reason);
-    if (bql_locked()) {
-        sf_clone_die(s, reason);
-    }
-    f = g_new0(SfCloneFailure, 1);
-    f->s = s;
-    f->reason = g_strdup(reason);
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_fail_bh, f);
-    /*
-     * The main loop emits the event and exits.  If it is itself blocked on
-     * a missing page (it faults while holding the BQL), exit from here.
-     */
-    g_usleep(2 * G_USEC_PER_SEC);
-    error_report("sf-clone: main loop blocked; exiting without event");
     _exit(EXIT_FAILURE);
 }
 
