@@ -172,23 +172,16 @@ static bool sf_save_devices(GByteArray *out, Error **errp)
     return ret == 0;
 }
 
-static char *sf_footprint_of(pid_t pid, bool *alive)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup", pid);
-    char *text = NULL;
-
-    *alive = g_file_get_contents(path, &text, NULL, NULL);
-    return text;
-}
-
 /* Private_* of the server: frozen pages this VM no longer shares. */
 static int64_t sf_server_footprint(pid_t pid, bool *alive)
 {
-    g_autofree char *text = sf_footprint_of(pid, alive);
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup", pid);
+    g_autofree char *text = NULL;
     int64_t kb = 0;
     const char *p;
 
-    if (!text) {
+    *alive = g_file_get_contents(path, &text, NULL, NULL);
+    if (!*alive) {
         return 0;
     }
     for (p = text; (p = strstr(p, "Private_")); p++) {

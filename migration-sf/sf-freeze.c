@@ -69,16 +69,12 @@ static void G_NORETURN sf_freeze_child(const SfFreezeArgs *a)
         a->listener->fd = 3;
     }
     close_range(4, ~0U, 0);
-    {
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            if (devnull > 3) {
-                close(devnull);
-            }
-        }
+    /* stdin: nothing of the parent's terminal (lands on fd 0 or 4). */
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull > STDIN_FILENO) {
+        dup2(devnull, STDIN_FILENO);
+        close(devnull);
     }
-    /* close_range took it; the listener re-opens nothing, it keeps fd 3. */
 
     memcpy(cfg.secret, a->secret, sizeof(cfg.secret));
     src = sf_pagesrc_mem_new(a->blocks, a->hosts, a->nblocks);
