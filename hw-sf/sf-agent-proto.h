@@ -1,0 +1,188 @@
+/*
+ * snowflock guest agent channel: the wire format between the in-guest
+ * agent (guest-agent/sf-agent) and QEMU's sf-agent-port device
+ * (hw-sf/sf-agent.c), carried on the virtio-serial port named
+ * SF_AGENT_PORT_NAME.
+ *
+ * This header is plain C99 and is shared by both sides; it defines
+ * layouts only, no code.  All integers are little endian.  See
+ * docs/guest-api.md for the semantics of each message.
+ *
+ * Every frame is a 16-byte header followed by exactly hdr.length body
+ * bytes.  For each type the body length is fixed (sf_agent_body_len());
+ * a frame whose length differs, whose magic or version is wrong, or
+ * whose type is unknown is malformed.  The host never trusts anything
+ * in a guest frame: it is validated in full before any field is used.
+ *
+ * seq: chosen by the guest for requests (any value but 0); the host
+ * echoes it in the one answer to that request.  Messages the host sends
+ * on its own (an identity pushed to a clone, a clone's exit reported to
+ * its parent) carry seq 0.
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef SF_AGENT_PROTO_H
+#define SF_AGENT_PROTO_H
+
+#include <stdint.h>
+
+#define SF_AGENT_PORT_NAME "org.snowflock.agent.0"
+#define SF_AGENT_MAGIC 0x47414653u /* "SFAG" in memory order */
+#define SF_AGENT_VERSION 1
+#define SF_AGENT_HDR_LEN 16
+#define SF_AGENT_MAX_BODY 256 /* no type has a longer body */
+
+typedef struct SfAgentHdr {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t type;     /* SfAgentType */
+    uint16_t flags;   /* 0; anything else is malformed */
+    uint32_t seq;
+    uint32_t length;  /* body bytes that follow */
+} SfAgentHdr;
+
+typedef enum SfAgentType {
+    /* guest -> host: requests */
+    SF_AGENT_HELLO = 0x01,        /* SfAgentHello; answered by the device */
+    SF_AGENT_TICKET = 0x02,       /* SfAgentTicketReq */
+    SF_AGENT_CLONE = 0x03,        /* SfAgentTicketRef */
+    SF_AGENT_KILL = 0x04,         /* SfAgentTicketRef */
+    SF_AGENT_EXIT = 0x05,         /* SfAgentExitReq (from a clone) */
+    SF_AGENT_CHECKPOINT = 0x06,   /* empty body */
+    SF_AGENT_CREATE = 0x07,       /* SfAgentCreateReq */
+
+    /* host -> guest */
+    SF_AGENT_WELCOME = 0x81,      /* SfAgentWelcome: answers HELLO */
+    SF_AGENT_RESULT = 0x82,       /* SfAgentResult: answers a request */
+    SF_AGENT_IDENTITY = 0x83,     /* SfAgentIdentity: you are a clone */
+    SF_AGENT_EXITED = 0x84,       /* SfAgentExited: a clone has ended */
+} SfAgentType;
+
+/* How a clone ended (SfAgentExitReq.how, SfAgentExited.how). */
+typedef enum SfAgentHow {
+    SF_AGENT_HOW_EXITED = 0,      /* status: exit code */
+    SF_AGENT_HOW_SIGNALED = 1,    /* status: signal number */
+    SF_AGENT_HOW_LOST = 2,        /* its program ended without sf_exit */
+    SF_AGENT_HOW_KILLED = 3,      /* sf_kill (host only) */
+    SF_AGENT_HOW_CRASHED = 4,     /* the clone VM died (host only) */
+} SfAgentHow;
+
+typedef struct SfAgentHello {
+    uint32_t agent_version;
+    uint32_t features;            /* 0 */
+} SfAgentHello;
+
+typedef struct SfAgentTicketReq {
+    uint32_t clones;              /* n >= 1 */
+    uint32_t flags;               /* 0 */
+} SfAgentTicketReq;
+
+typedef struct SfAgentTicketRef {
+    uint64_t ticket;
+} SfAgentTicketRef;
+
+typedef struct SfAgentExitReq {
+    int32_t status;
+    uint32_t how;                 /* EXITED, SIGNALED or LOST */
+} SfAgentExitReq;
+
+typedef struct SfAgentCreateReq {
+    uint64_t checkpoint;
+    uint64_t ticket;
+} SfAgentCreateReq;
+
+typedef struct SfAgentWelcome {
+    uint32_t version;             /* SF_AGENT_VERSION */
+    uint32_t max_pending;         /* requests the host holds at once */
+} SfAgentWelcome;
+
+/*
+ * error: 0 or a positive errno value.  count/value by request:
+ *   TICKET      value = ticket, count = clones granted (m <= n)
+ *   CLONE       in the parent: count = m clones started, value = 0
+ *   KILL        count = clones ended
+ *   EXIT        error only (on success the clone is stopped instead)
+ *   CHECKPOINT  in the parent: value = checkpoint
+ *   CREATE      count = clones started
+ */
+typedef struct SfAgentResult {
+    int32_t error;
+    uint32_t count;
+    uint64_t value;
+} SfAgentResult;
+
+#define SF_AGENT_HOSTNAME_LEN 64  /* NUL padded; at most 63 characters */
+#define SF_AGENT_ENTROPY_LEN 64
+
+/*
+ * Sent to a clone: the answer to the CLONE (or CHECKPOINT) request it
+ * inherited from its parent, or with seq 0 when the clone was made by
+ * the operator rather than by a guest request.  Fields the host does not
+ * know are zero (no MAC, no address, empty hostname).  realtime_ns and
+ * entropy are filled by QEMU when the frame is sent.
+ */
+typedef struct SfAgentIdentity {
+    uint32_t clone_id;            /* 1..m */
+    uint32_t generation;          /* the parent's fork number, >= 1 */
+    uint64_t ticket;              /* 0 when not made from a ticket */
+    int64_t realtime_ns;          /* host CLOCK_REALTIME */
+    uint8_t mac[6];
+    uint8_t prefix;               /* IPv4 prefix length, 0: no address */
+    uint8_t reserved;
+    uint8_t ipv4[4];              /* network byte order */
+    uint32_t reserved2;
+    char hostname[SF_AGENT_HOSTNAME_LEN];
+    uint8_t entropy[SF_AGENT_ENTROPY_LEN];
+} SfAgentIdentity;
+
+/* Sent to a parent, seq 0: clone clone_id of ticket has ended. */
+typedef struct SfAgentExited {
+    uint64_t ticket;
+    uint32_t clone_id;
+    int32_t status;
+    uint32_t how;                 /* SfAgentHow */
+    uint32_t reserved;
+} SfAgentExited;
+
+#ifdef __cplusplus
+#define SF_AGENT_STATIC_ASSERT static_assert
+#else
+#define SF_AGENT_STATIC_ASSERT _Static_assert
+#endif
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentHdr) == 16, "header layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentResult) == 16, "result layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentIdentity) == 168, "identity layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentExited) == 24, "exited layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentCreateReq) == 16, "create layout");
+
+/* The body length of a type, or -1 for an unknown type. */
+static inline int sf_agent_body_len(uint8_t type)
+{
+    switch (type) {
+    case SF_AGENT_HELLO:
+        return sizeof(SfAgentHello);
+    case SF_AGENT_TICKET:
+        return sizeof(SfAgentTicketReq);
+    case SF_AGENT_CLONE:
+    case SF_AGENT_KILL:
+        return sizeof(SfAgentTicketRef);
+    case SF_AGENT_EXIT:
+        return sizeof(SfAgentExitReq);
+    case SF_AGENT_CHECKPOINT:
+        return 0;
+    case SF_AGENT_CREATE:
+        return sizeof(SfAgentCreateReq);
+    case SF_AGENT_WELCOME:
+        return sizeof(SfAgentWelcome);
+    case SF_AGENT_RESULT:
+        return sizeof(SfAgentResult);
+    case SF_AGENT_IDENTITY:
+        return sizeof(SfAgentIdentity);
+    case SF_AGENT_EXITED:
+        return sizeof(SfAgentExited);
+    }
+    return -1;
+}
+
+#endif
