@@ -1,0 +1,922 @@
+/*
+ * snowflock: sf-agent-port, the host end of the guest agent channel.
+ *
+ * Copyright (c) 2026 snowflock developers
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ *   -device virtio-serial-device -device sf-agent-port
+ *
+ * A virtio-serial port named SF_AGENT_PORT_NAME.  The guest agent writes
+ * request frames (hw/sf/sf-agent-proto.h) as a byte stream; this device
+ * reassembles them, validates each one in full, answers HELLO itself and
+ * refuses what is malformed, too fast (EAGAIN), too many (EBUSY) or
+ * invalid (EINVAL).  Every other request gets a QEMU request id, a slot
+ * in the pending table and an SF_AGENT_REQUEST event; the management
+ * layer answers it with sf-agent-reply, which builds the frame to the
+ * guest.  A guest can only ask: nothing it sends makes the host act on
+ * its own, allocate memory or block.
+ *
+ * The pending table migrates with the device.  vm-fork's clones load
+ * the parent's device state, so a clone holds the CLONE (or CHECKPOINT)
+ * request its parent made and the management layer answers it on the
+ * clone's QMP with kind=identity, with the same request id it answers
+ * with kind=result on the parent's.
+ *
+ * Everything here runs under the BQL: have_data() from the vCPU thread
+ * (virtio notify), the QMP commands from the main loop.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/bswap.h"
+#include "qemu/cutils.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-sf.h"
+#include "qapi/qapi-events-sf.h"
+#include "crypto/random.h"
+#include "migration/vmstate.h"
+#include "hw/qdev-core.h"
+#include "hw/virtio/virtio-serial.h"
+#include "hw/sf/sf-agent-proto.h"
+#include "trace.h"
+
+#include <arpa/inet.h>
+
+#define TYPE_SF_AGENT_PORT "sf-agent-port"
+OBJECT_DECLARE_SIMPLE_TYPE(SfAgentPort, SF_AGENT_PORT)
+
+/* Told to the guest in WELCOME; the guest must not need more. */
+#define SF_AGENT_MAX_PENDING 8
+
+/*
+ * Token bucket for requests: a burst of SF_AGENT_BURST, then
+ * SF_AGENT_RATE per second.  Generous for a program that forks (sfd has
+ * its own, per-domain limits); it is there so a hostile guest cannot
+ * make QEMU emit events as fast as it can write.
+ */
+#define SF_AGENT_BURST 40.0
+#define SF_AGENT_RATE 20.0
+
+#define SF_AGENT_FRAME_MAX (SF_AGENT_HDR_LEN + SF_AGENT_MAX_BODY)
+
+typedef struct SfAgentPending {
+    uint32_t request;     /* 0: slot free */
+    uint32_t seq;         /* the guest's, echoed in the answer */
+    uint8_t type;         /* SfAgentType of the request */
+} SfAgentPending;
+
+struct SfAgentPort {
+    VirtIOSerialPort parent_obj;
+
+    /* Migrated */
+    uint32_t next_request;
+    uint32_t agent_version;
+    SfAgentPending pending[SF_AGENT_MAX_PENDING];
+    /*
+     * Bytes of a frame not complete yet, so a frame the guest was in the
+     * middle of writing at a fork or migration completes on the other
+     * side.  resync: a malformed frame was seen and bytes are dropped
+     * until the next magic.
+     */
+    uint32_t rx_len;
+    uint8_t rx[SF_AGENT_FRAME_MAX];
+    bool resync;
+
+    /* Per QEMU process */
+    double tokens;
+    int64_t tokens_ns;
+    uint64_t requests;
+    uint64_t replies;
+    uint64_t malformed;
+    uint64_t discarded;
+    uint64_t rate_limited;
+    uint64_t busy;
+    uint64_t dropped;
+};
+
+/* At most one per VM: the QMP commands have no device argument. */
+static SfAgentPort *sf_agent_port;
+
+static const char *sf_agent_type_name(uint8_t type)
+{
+    switch (type) {
+    case SF_AGENT_HELLO:
+        return "hello";
+    case SF_AGENT_TICKET:
+        return "ticket";
+    case SF_AGENT_CLONE:
+        return "clone";
+    case SF_AGENT_KILL:
+        return "kill";
+    case SF_AGENT_EXIT:
+        return "exit";
+    case SF_AGENT_CHECKPOINT:
+        return "checkpoint";
+    case SF_AGENT_CREATE:
+        return "create";
+    case SF_AGENT_WELCOME:
+        return "welcome";
+    case SF_AGENT_RESULT:
+        return "result";
+    case SF_AGENT_IDENTITY:
+        return "identity";
+    case SF_AGENT_EXITED:
+        return "exited";
+    }
+    return "unknown";
+}
+
+static bool sf_agent_is_request(uint8_t type)
+{
+    return type >= SF_AGENT_HELLO && type <= SF_AGENT_CREATE;
+}
+
+static SfAgentPending *sf_agent_find(SfAgentPort *s, uint32_t request)
+{
+    for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
+        if (request && s->pending[i].request == request) {
+            return &s->pending[i];
+        }
+    }
+    return NULL;
+}
+
+static uint32_t sf_agent_npending(SfAgentPort *s)
+{
+    uint32_t n = 0;
+
+    for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
+        n += s->pending[i].request != 0;
+    }
+    return n;
+}
+
+/*
+ * Write one frame to the guest, whole or not at all: a partial frame
+ * would desynchronise the guest's reader, and waiting for room would let
+ * a guest that does not read stall whoever answers it.
+ */
+static bool sf_agent_send(SfAgentPort *s, uint8_t type, uint32_t seq,
+                          const void *body, uint32_t len, Error **errp)
+{
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(s);
+    uint8_t frame[SF_AGENT_FRAME_MAX];
+    SfAgentHdr hdr = {
+        .magic = cpu_to_le32(SF_AGENT_MAGIC),
+        .version = SF_AGENT_VERSION,
+        .type = type,
+        .flags = 0,
+        .seq = cpu_to_le32(seq),
+        .length = cpu_to_le32(len),
+    };
+    size_t total = SF_AGENT_HDR_LEN + len;
+    ssize_t ret;
+
+    assert(len <= SF_AGENT_MAX_BODY && sf_agent_body_len(type) == len);
+    memcpy(frame, &hdr, SF_AGENT_HDR_LEN);
+    memcpy(frame + SF_AGENT_HDR_LEN, body, len);
+
+    if (!port->guest_connected) {
+        s->dropped++;
+        trace_sf_agent_drop(sf_agent_type_name(type), seq, "not open");
+        error_setg(errp, "the guest does not have port %s open",
+                   SF_AGENT_PORT_NAME);
+        return false;
+    }
+    if (virtio_serial_guest_ready(port) < total) {
+        s->dropped++;
+        trace_sf_agent_drop(sf_agent_type_name(type), seq, "no room");
+        error_setg(errp, "the guest is not reading port %s (no room for "
+                   "%zu bytes)", SF_AGENT_PORT_NAME, total);
+        return false;
+    }
+    ret = virtio_serial_write(port, frame, total);
+    if (ret < 0 || (size_t)ret != total) {
+        /* guest_ready() said there was room; count it all the same. */
+        s->dropped++;
+        trace_sf_agent_drop(sf_agent_type_name(type), seq, "short write");
+        error_setg(errp, "short write to port %s (%zd of %zu bytes)",
+                   SF_AGENT_PORT_NAME, ret, total);
+        return false;
+    }
+    s->replies++;
+    trace_sf_agent_frame_out(sf_agent_type_name(type), seq, len);
+    return true;
+}
+
+/* Answers the device gives on its own: a failure is counted, not raised. */
+static void sf_agent_send_result(SfAgentPort *s, uint32_t seq, int32_t error,
+                                 uint32_t count, uint64_t value)
+{
+    SfAgentResult r = {
+        .error = cpu_to_le32(error),
+        .count = cpu_to_le32(count),
+        .value = cpu_to_le64(value),
+    };
+
+    sf_agent_send(s, SF_AGENT_RESULT, seq, &r, sizeof(r), NULL);
+}
+
+static void sf_agent_refuse(SfAgentPort *s, uint8_t type, uint32_t seq,
+                            int32_t error, const char *why)
+{
+    trace_sf_agent_refuse(sf_agent_type_name(type), seq, why);
+    sf_agent_send_result(s, seq, error, 0, 0);
+}
+
+static bool sf_agent_take_token(SfAgentPort *s)
+{
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+    s->tokens = MIN(SF_AGENT_BURST,
+                    s->tokens + (now - s->tokens_ns) * SF_AGENT_RATE / 1e9);
+    s->tokens_ns = now;
+    if (s->tokens < 1.0) {
+        return false;
+    }
+    s->tokens -= 1.0;
+    return true;
+}
+
+static bool sf_agent_ticket_ok(uint64_t t)
+{
+    /* libsf's tickets and checkpoints are int64_t > 0. */
+    return t != 0 && t <= INT64_MAX;
+}
+
+static void sf_agent_hello(SfAgentPort *s, uint32_t seq, const uint8_t *body)
+{
+    SfAgentHello h;
+    SfAgentWelcome w = {
+        .version = cpu_to_le32(SF_AGENT_VERSION),
+        .max_pending = cpu_to_le32(SF_AGENT_MAX_PENDING),
+    };
+
+    memcpy(&h, body, sizeof(h));
+    /* features is reserved; a newer agent may set bits we ignore. */
+    s->agent_version = le32_to_cpu(h.agent_version);
+    sf_agent_send(s, SF_AGENT_WELCOME, seq, &w, sizeof(w), NULL);
+}
+
+/* A well-formed request other than HELLO. */
+static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
+                             const uint8_t *body)
+{
+    SfAgentPending *slot = NULL;
+    SfAgentTicketReq treq = { 0 };
+    SfAgentTicketRef tref = { 0 };
+    SfAgentExitReq ereq = { 0 };
+    SfAgentCreateReq creq = { 0 };
+    uint32_t id;
+
+    if (!sf_agent_take_token(s)) {
+        s->rate_limited++;
+        sf_agent_refuse(s, type, seq, EAGAIN, "rate limited");
+        return;
+    }
+    for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
+        if (!s->pending[i].request) {
+            slot = &s->pending[i];
+            break;
+        }
+    }
+    if (!slot) {
+        s->busy++;
+        sf_agent_refuse(s, type, seq, EBUSY, "too many pending");
+        return;
+    }
+
+    /* Decode and check the body; the event is emitted below. */
+    switch (type) {
+    case SF_AGENT_TICKET:
+        memcpy(&treq, body, sizeof(treq));
+        treq.clones = le32_to_cpu(treq.clones);
+        treq.flags = le32_to_cpu(treq.flags);
+        if (treq.clones < 1 || treq.flags != 0) {
+            sf_agent_refuse(s, type, seq, EINVAL, "bad ticket request");
+            return;
+        }
+        break;
+    case SF_AGENT_CLONE:
+    case SF_AGENT_KILL:
+        memcpy(&tref, body, sizeof(tref));
+        tref.ticket = le64_to_cpu(tref.ticket);
+        if (!sf_agent_ticket_ok(tref.ticket)) {
+            sf_agent_refuse(s, type, seq, EINVAL, "bad ticket");
+            return;
+        }
+        break;
+    case SF_AGENT_EXIT:
+        memcpy(&ereq, body, sizeof(ereq));
+        ereq.status = le32_to_cpu(ereq.status);
+        ereq.how = le32_to_cpu(ereq.how);
+        if ((ereq.how != SF_AGENT_HOW_EXITED &&
+             ereq.how != SF_AGENT_HOW_SIGNALED &&
+             ereq.how != SF_AGENT_HOW_LOST) ||
+            (ereq.how == SF_AGENT_HOW_SIGNALED && ereq.status < 1)) {
+            sf_agent_refuse(s, type, seq, EINVAL, "bad exit");
+            return;
+        }
+        break;
+    case SF_AGENT_CHECKPOINT:
+        break;
+    case SF_AGENT_CREATE:
+        memcpy(&creq, body, sizeof(creq));
+        creq.checkpoint = le64_to_cpu(creq.checkpoint);
+        creq.ticket = le64_to_cpu(creq.ticket);
+        if (!sf_agent_ticket_ok(creq.checkpoint) ||
+            !sf_agent_ticket_ok(creq.ticket)) {
+            sf_agent_refuse(s, type, seq, EINVAL, "bad create request");
+            return;
+        }
+        break;
+    default:
+        g_assert_not_reached();
+    }
+
+    /* Skip 0 (no request) and, after a wrap, ids still pending. */
+    do {
+        id = s->next_request++;
+    } while (!id || sf_agent_find(s, id));
+    slot->request = id;
+    slot->seq = seq;
+    slot->type = type;
+    s->requests++;
+    trace_sf_agent_request(id, sf_agent_type_name(type), seq);
+
+    switch (type) {
+    case SF_AGENT_TICKET:
+        qapi_event_send_sf_agent_request(id, SF_AGENT_OP_TICKET,
+                                         true, treq.clones, true, treq.flags,
+                                         false, 0, false, 0, false, 0,
+                                         false, 0);
+        break;
+    case SF_AGENT_CLONE:
+    case SF_AGENT_KILL:
+        qapi_event_send_sf_agent_request(id, type == SF_AGENT_CLONE ?
+                                         SF_AGENT_OP_CLONE : SF_AGENT_OP_KILL,
+                                         false, 0, false, 0,
+                                         true, tref.ticket, false, 0,
+                                         false, 0, false, 0);
+        break;
+    case SF_AGENT_EXIT:
+        qapi_event_send_sf_agent_request(id, SF_AGENT_OP_EXIT,
+                                         false, 0, false, 0, false, 0,
+                                         false, 0, true, ereq.status,
+                                         true, (SfExitHow)ereq.how);
+        break;
+    case SF_AGENT_CHECKPOINT:
+        qapi_event_send_sf_agent_request(id, SF_AGENT_OP_CHECKPOINT,
+                                         false, 0, false, 0, false, 0,
+                                         false, 0, false, 0, false, 0);
+        break;
+    case SF_AGENT_CREATE:
+        qapi_event_send_sf_agent_request(id, SF_AGENT_OP_CREATE_CLONES,
+                                         false, 0, false, 0,
+                                         true, creq.ticket,
+                                         true, creq.checkpoint,
+                                         false, 0, false, 0);
+        break;
+    }
+}
+
+/*
+ * Check a header; NULL if it is good.  Nothing of the body is looked at
+ * before this says yes, and the length is only ever compared with the
+ * table, so no size the guest wrote is used to size or index anything.
+ */
+static const char *sf_agent_check_hdr(const SfAgentHdr *h)
+{
+    if (le32_to_cpu(h->magic) != SF_AGENT_MAGIC) {
+        return "magic";
+    }
+    if (h->version != SF_AGENT_VERSION) {
+        return "version";
+    }
+    if (le16_to_cpu(h->flags) != 0) {
+        return "flags";
+    }
+    if (!sf_agent_is_request(h->type)) {
+        return "type";
+    }
+    if (le32_to_cpu(h->length) != sf_agent_body_len(h->type)) {
+        return "length";
+    }
+    if (le32_to_cpu(h->seq) == 0) {
+        /* 0 marks the host's unsolicited messages. */
+        return "seq";
+    }
+    return NULL;
+}
+
+static void sf_agent_drop_rx(SfAgentPort *s, uint32_t n)
+{
+    assert(n <= s->rx_len);
+    memmove(s->rx, s->rx + n, s->rx_len - n);
+    s->rx_len -= n;
+}
+
+/* Drop bytes up to the next possible magic; keep a partial one. */
+static void sf_agent_resync(SfAgentPort *s)
+{
+    uint8_t magic[4];
+    uint32_t i;
+
+    stl_le_p(magic, SF_AGENT_MAGIC);
+    for (i = 0; i < s->rx_len; i++) {
+        uint32_t n = MIN(s->rx_len - i, 4);
+
+        if (!memcmp(s->rx + i, magic, n)) {
+            break;
+        }
+    }
+    if (i) {
+        s->discarded += i;
+        trace_sf_agent_discard(i);
+        sf_agent_drop_rx(s, i);
+    }
+    s->resync = s->rx_len < 4;
+}
+
+/* Handle every complete frame in rx. */
+static void sf_agent_parse(SfAgentPort *s)
+{
+    SfAgentHdr hdr;
+    const char *bad;
+    uint32_t len, seq;
+
+    for (;;) {
+        if (s->resync) {
+            sf_agent_resync(s);
+            if (s->resync) {
+                return;
+            }
+        }
+        if (s->rx_len < SF_AGENT_HDR_LEN) {
+            return;
+        }
+        memcpy(&hdr, s->rx, SF_AGENT_HDR_LEN);
+        bad = sf_agent_check_hdr(&hdr);
+        if (bad) {
+            s->malformed++;
+            trace_sf_agent_malformed(bad, hdr.type, le32_to_cpu(hdr.length));
+            /* At least the first byte goes, so the search moves on. */
+            s->discarded++;
+            sf_agent_drop_rx(s, 1);
+            s->resync = true;
+            continue;
+        }
+        len = le32_to_cpu(hdr.length);
+        if (s->rx_len < SF_AGENT_HDR_LEN + len) {
+            return;
+        }
+        seq = le32_to_cpu(hdr.seq);
+        trace_sf_agent_frame_in(sf_agent_type_name(hdr.type), seq, len);
+        if (hdr.type == SF_AGENT_HELLO) {
+            sf_agent_hello(s, seq, s->rx + SF_AGENT_HDR_LEN);
+        } else {
+            sf_agent_request(s, hdr.type, seq, s->rx + SF_AGENT_HDR_LEN);
+        }
+        sf_agent_drop_rx(s, SF_AGENT_HDR_LEN + len);
+    }
+}
+
+static ssize_t sf_agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
+                                  ssize_t len)
+{
+    SfAgentPort *s = SF_AGENT_PORT(port);
+    ssize_t done = 0;
+
+    /* Everything is consumed: the port is never throttled. */
+    while (done < len) {
+        uint32_t n = MIN(len - done, sizeof(s->rx) - s->rx_len);
+
+        memcpy(s->rx + s->rx_len, buf + done, n);
+        s->rx_len += n;
+        done += n;
+        sf_agent_parse(s);
+        /* parse() leaves less than a frame, so the next copy has room. */
+        assert(s->rx_len < sizeof(s->rx));
+    }
+    return len;
+}
+
+static void sf_agent_set_guest_connected(VirtIOSerialPort *port,
+                                         int connected)
+{
+    SfAgentPort *s = SF_AGENT_PORT(port);
+
+    trace_sf_agent_guest_connected(connected);
+    /*
+     * A new open is a new stream: drop a partial frame of the old one.
+     * Only on close, because after a migration or fork virtio-serial
+     * reports the restored "connected" again and the partial frame that
+     * came along must survive.  Pending requests stay: the management
+     * layer answers them and a reopened agent ignores seqs it does not
+     * know.
+     */
+    if (!connected) {
+        s->rx_len = 0;
+        s->resync = false;
+    }
+}
+
+static void sf_agent_reset(DeviceState *dev)
+{
+    SfAgentPort *s = SF_AGENT_PORT(dev);
+
+    /*
+     * A rebooted guest has no agent and no requests.  next_request is
+     * kept so an id the management layer saw is never reused.
+     */
+    memset(s->pending, 0, sizeof(s->pending));
+    s->agent_version = 0;
+    s->rx_len = 0;
+    s->resync = false;
+}
+
+static void sf_agent_realize(DeviceState *dev, Error **errp)
+{
+    SfAgentPort *s = SF_AGENT_PORT(dev);
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(dev);
+
+    if (!port->name || strcmp(port->name, SF_AGENT_PORT_NAME)) {
+        error_setg(errp, "%s: the port name is always %s, not '%s'",
+                   TYPE_SF_AGENT_PORT, SF_AGENT_PORT_NAME,
+                   port->name ?: "");
+        return;
+    }
+    if (sf_agent_port) {
+        error_setg(errp, "%s: a VM has at most one", TYPE_SF_AGENT_PORT);
+        return;
+    }
+    s->next_request = 1;
+    s->tokens = SF_AGENT_BURST;
+    s->tokens_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    sf_agent_port = s;
+    /* The host end is always open; the guest sees the port as ready. */
+    virtio_serial_open(port);
+}
+
+static void sf_agent_unrealize(DeviceState *dev)
+{
+    if (sf_agent_port == SF_AGENT_PORT(dev)) {
+        sf_agent_port = NULL;
+    }
+}
+
+static void sf_agent_instance_init(Object *obj)
+{
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(obj);
+
+    /* The "name" property setter frees this if the user sets one. */
+    port->name = g_strdup(SF_AGENT_PORT_NAME);
+}
+
+static int sf_agent_post_load(void *opaque, int version_id)
+{
+    SfAgentPort *s = opaque;
+
+    if (s->rx_len > sizeof(s->rx) || !s->next_request) {
+        return -EINVAL;
+    }
+    for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
+        SfAgentPending *p = &s->pending[i];
+
+        if (!p->request) {
+            continue;
+        }
+        if (!sf_agent_is_request(p->type) || p->type == SF_AGENT_HELLO ||
+            sf_agent_find(s, p->request) != p) {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static const VMStateDescription vmstate_sf_agent_pending = {
+    .name = "sf-agent-port/pending",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(request, SfAgentPending),
+        VMSTATE_UINT32(seq, SfAgentPending),
+        VMSTATE_UINT8(type, SfAgentPending),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const VMStateDescription vmstate_sf_agent = {
+    .name = TYPE_SF_AGENT_PORT,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = sf_agent_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(next_request, SfAgentPort),
+        VMSTATE_UINT32(agent_version, SfAgentPort),
+        VMSTATE_STRUCT_ARRAY(pending, SfAgentPort, SF_AGENT_MAX_PENDING, 1,
+                             vmstate_sf_agent_pending, SfAgentPending),
+        VMSTATE_UINT32(rx_len, SfAgentPort),
+        VMSTATE_BUFFER(rx, SfAgentPort),
+        VMSTATE_BOOL(resync, SfAgentPort),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static void sf_agent_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    VirtIOSerialPortClass *k = VIRTIO_SERIAL_PORT_CLASS(klass);
+
+    k->realize = sf_agent_realize;
+    k->unrealize = sf_agent_unrealize;
+    k->have_data = sf_agent_have_data;
+    k->set_guest_connected = sf_agent_set_guest_connected;
+    dc->vmsd = &vmstate_sf_agent;
+    dc->desc = "snowflock guest agent channel";
+    device_class_set_legacy_reset(dc, sf_agent_reset);
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const TypeInfo sf_agent_info = {
+    .name = TYPE_SF_AGENT_PORT,
+    .parent = TYPE_VIRTIO_SERIAL_PORT,
+    .instance_size = sizeof(SfAgentPort),
+    .instance_init = sf_agent_instance_init,
+    .class_init = sf_agent_class_init,
+};
+
+static void sf_agent_register_types(void)
+{
+    type_register_static(&sf_agent_info);
+}
+
+type_init(sf_agent_register_types)
+
+/* QMP */
+
+SfAgentInfo *qmp_query_sf_agent(Error **errp)
+{
+    SfAgentPort *s = sf_agent_port;
+    SfAgentInfo *info = g_new0(SfAgentInfo, 1);
+
+    if (!s) {
+        return info;
+    }
+    info->present = true;
+    info->guest_connected = VIRTIO_SERIAL_PORT(s)->guest_connected;
+    info->agent_version = s->agent_version;
+    info->requests = s->requests;
+    info->pending = sf_agent_npending(s);
+    info->replies = s->replies;
+    info->malformed = s->malformed;
+    info->discarded_bytes = s->discarded;
+    info->rate_limited = s->rate_limited;
+    info->busy = s->busy;
+    info->dropped_replies = s->dropped;
+    return info;
+}
+
+/* "52:54:00:12:34:56", exactly; a unicast address. */
+static bool sf_agent_parse_mac(const char *str, uint8_t mac[6])
+{
+    if (strlen(str) != 17) {
+        return false;
+    }
+    for (int i = 0; i < 6; i++) {
+        const char *p = str + 3 * i;
+
+        if (!g_ascii_isxdigit(p[0]) || !g_ascii_isxdigit(p[1]) ||
+            (i < 5 && p[2] != ':')) {
+            return false;
+        }
+        mac[i] = g_ascii_xdigit_value(p[0]) << 4 | g_ascii_xdigit_value(p[1]);
+    }
+    return !(mac[0] & 1) && (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] |
+                             mac[5]);
+}
+
+static bool sf_agent_hostname_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len < 1 || len >= SF_AGENT_HOSTNAME_LEN) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!g_ascii_isalnum(name[i]) && name[i] != '.' && name[i] != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Arguments of sf-agent-reply that @kind does not use: an error rather
+ * than silently ignored, since they mean the caller meant something else.
+ */
+static bool sf_agent_unused(const char *kind, bool set, const char *name,
+                            Error **errp)
+{
+    if (set) {
+        error_setg(errp, "sf-agent-reply: kind '%s' does not take %s",
+                   kind, name);
+        return false;
+    }
+    return true;
+}
+
+void qmp_sf_agent_reply(bool has_request, uint32_t request,
+                        SfAgentReplyKind kind,
+                        bool has_error, int32_t error,
+                        bool has_count, uint32_t count,
+                        bool has_value, uint64_t value,
+                        bool has_clone_id, uint32_t clone_id,
+                        bool has_generation, uint32_t generation,
+                        bool has_ticket, uint64_t ticket,
+                        const char *mac, const char *ip,
+                        bool has_prefix, uint8_t prefix,
+                        const char *hostname,
+                        bool has_status, int32_t status,
+                        bool has_how, SfExitHow how, Error **errp)
+{
+    ERRP_GUARD();
+    SfAgentPort *s = sf_agent_port;
+    const char *kname = SfAgentReplyKind_str(kind);
+    SfAgentPending *p = NULL;
+    uint32_t seq = 0;
+    bool identity_args = has_clone_id || has_generation || mac || ip ||
+                         has_prefix || hostname;
+
+    if (!s) {
+        error_setg(errp, "this VM has no %s", TYPE_SF_AGENT_PORT);
+        return;
+    }
+    if (has_request) {
+        if (kind == SF_AGENT_REPLY_KIND_CLONE_EXITED) {
+            error_setg(errp, "sf-agent-reply: kind 'clone-exited' is never "
+                       "an answer; omit 'request'");
+            return;
+        }
+        p = sf_agent_find(s, request);
+        if (!p) {
+            error_setg(errp, "sf-agent-reply: request %" PRIu32 " is not "
+                       "pending", request);
+            return;
+        }
+        seq = p->seq;
+    }
+
+    switch (kind) {
+    case SF_AGENT_REPLY_KIND_RESULT: {
+        SfAgentResult r;
+
+        if (!p) {
+            error_setg(errp, "sf-agent-reply: kind 'result' needs "
+                       "'request'");
+            return;
+        }
+        if (!sf_agent_unused(kname, identity_args, "clone-id, generation, "
+                             "mac, ip, prefix or hostname", errp) ||
+            !sf_agent_unused(kname, has_ticket, "ticket", errp) ||
+            !sf_agent_unused(kname, has_status || has_how, "status or how",
+                             errp)) {
+            return;
+        }
+        if (has_error && error < 0) {
+            error_setg(errp, "sf-agent-reply: 'error' must be 0 or a "
+                       "positive errno value");
+            return;
+        }
+        r.error = cpu_to_le32(has_error ? error : 0);
+        r.count = cpu_to_le32(count);
+        r.value = cpu_to_le64(value);
+        /*
+         * The request is answered even if the guest cannot take the
+         * answer: otherwise a guest that never reads would keep its
+         * pending slots forever.
+         */
+        memset(p, 0, sizeof(*p));
+        sf_agent_send(s, SF_AGENT_RESULT, seq, &r, sizeof(r), errp);
+        return;
+    }
+    case SF_AGENT_REPLY_KIND_IDENTITY: {
+        SfAgentIdentity id = { 0 };
+        uint8_t macb[6];
+        struct in_addr addr;
+
+        if (p && p->type != SF_AGENT_CLONE &&
+            p->type != SF_AGENT_CHECKPOINT) {
+            error_setg(errp, "sf-agent-reply: request %" PRIu32 " is a "
+                       "%s request; an identity answers clone or "
+                       "checkpoint", request, sf_agent_type_name(p->type));
+            return;
+        }
+        if (!sf_agent_unused(kname, has_error || has_count || has_value,
+                             "error, count or value", errp) ||
+            !sf_agent_unused(kname, has_status || has_how, "status or how",
+                             errp)) {
+            return;
+        }
+        if (!has_clone_id || clone_id < 1) {
+            error_setg(errp, "sf-agent-reply: kind 'identity' needs "
+                       "'clone-id' >= 1");
+            return;
+        }
+        if (!has_generation || generation < 1) {
+            error_setg(errp, "sf-agent-reply: kind 'identity' needs "
+                       "'generation' >= 1");
+            return;
+        }
+        if (mac && !sf_agent_parse_mac(mac, macb)) {
+            error_setg(errp, "sf-agent-reply: 'mac' must be a unicast "
+                       "address like 52:54:00:12:34:56, not '%s'", mac);
+            return;
+        }
+        if (!ip != !has_prefix) {
+            error_setg(errp, "sf-agent-reply: 'ip' and 'prefix' go "
+                       "together");
+            return;
+        }
+        if (ip && inet_pton(AF_INET, ip, &addr) != 1) {
+            error_setg(errp, "sf-agent-reply: 'ip' must be an IPv4 "
+                       "address like 10.0.2.15, not '%s'", ip);
+            return;
+        }
+        if (has_prefix && (prefix < 1 || prefix > 32)) {
+            error_setg(errp, "sf-agent-reply: 'prefix' must be 1 to 32");
+            return;
+        }
+        if (hostname && !sf_agent_hostname_ok(hostname)) {
+            error_setg(errp, "sf-agent-reply: 'hostname' must be 1 to %d "
+                       "of A-Z a-z 0-9 . -", SF_AGENT_HOSTNAME_LEN - 1);
+            return;
+        }
+        id.clone_id = cpu_to_le32(clone_id);
+        id.generation = cpu_to_le32(generation);
+        id.ticket = cpu_to_le64(ticket);
+        if (mac) {
+            memcpy(id.mac, macb, sizeof(id.mac));
+        }
+        if (ip) {
+            memcpy(id.ipv4, &addr, sizeof(id.ipv4));
+            id.prefix = prefix;
+        }
+        if (hostname) {
+            memcpy(id.hostname, hostname, strlen(hostname));
+        }
+        /*
+         * From the host, not from the guest's RNG: a clone's RNG state is
+         * its parent's (and with -seed, every run's), which is exactly
+         * what this entropy is there to break.
+         */
+        if (qcrypto_random_bytes(id.entropy, sizeof(id.entropy), errp)) {
+            error_prepend(errp, "sf-agent-reply: ");
+            return;
+        }
+        id.realtime_ns = cpu_to_le64(g_get_real_time() * 1000);
+        if (p) {
+            memset(p, 0, sizeof(*p));
+        }
+        sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp);
+        return;
+    }
+    case SF_AGENT_REPLY_KIND_CLONE_EXITED: {
+        SfAgentExited ex = { 0 };
+
+        if (!sf_agent_unused(kname, has_error || has_count || has_value,
+                             "error, count or value", errp) ||
+            !sf_agent_unused(kname, has_generation || mac || ip ||
+                             has_prefix || hostname,
+                             "generation, mac, ip, prefix or hostname",
+                             errp)) {
+            return;
+        }
+        if (!has_clone_id || clone_id < 1) {
+            error_setg(errp, "sf-agent-reply: kind 'clone-exited' needs "
+                       "'clone-id' >= 1");
+            return;
+        }
+        if (!has_how) {
+            error_setg(errp, "sf-agent-reply: kind 'clone-exited' needs "
+                       "'how'");
+            return;
+        }
+        ex.ticket = cpu_to_le64(ticket);
+        ex.clone_id = cpu_to_le32(clone_id);
+        ex.status = cpu_to_le32(status);
+        ex.how = cpu_to_le32(how);
+        sf_agent_send(s, SF_AGENT_EXITED, 0, &ex, sizeof(ex), errp);
+        return;
+    }
+    default:
+        g_assert_not_reached();
+    }
+}
+
+/* SfExitHow and the wire's SfAgentHow are cast into each other. */
+QEMU_BUILD_BUG_ON((int)SF_EXIT_HOW_EXITED != (int)SF_AGENT_HOW_EXITED ||
+                  (int)SF_EXIT_HOW_SIGNALED != (int)SF_AGENT_HOW_SIGNALED ||
+                  (int)SF_EXIT_HOW_LOST != (int)SF_AGENT_HOW_LOST ||
+                  (int)SF_EXIT_HOW_KILLED != (int)SF_AGENT_HOW_KILLED ||
+                  (int)SF_EXIT_HOW_CRASHED != (int)SF_AGENT_HOW_CRASHED);
