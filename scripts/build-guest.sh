@@ -4,11 +4,21 @@
 # Outputs (BUILD_DIR defaults to <repo>/build):
 #   $BUILD_DIR/guest/vmlinuz      kernel of Debian's linux-image-amd64
 #   $BUILD_DIR/guest/initrd.img   gzip'd newc cpio: busybox, virtio modules,
-#                                 /init (guest-agent/init), /usr/bin/sfpattern
+#                                 /init (guest-agent/init), /usr/bin/sfpattern,
+#                                 the guest agent's static programs (below)
 #   $BUILD_DIR/guest/vmlinux      only with GUEST_VMLINUX=1: same kernel as an
 #                                 uncompressed PVH ELF.  Boots ~3 s faster under
 #                                 TCG but was flaky on microvm (early #DE/hang in
 #                                 ~10-30% of boots), so vmlinuz is the default.
+#
+# Guest agent: when present, $BUILD_DIR/host/guest-agent/{sf-agent,sfclone}
+# and every executable in $BUILD_DIR/host/guest-agent/examples/ are copied to
+# /usr/bin (static binaries built by meson); missing ones are only logged.
+#
+# Root disk: /lib/modules/load-order-root (virtio_blk, ext4 and its deps,
+# overlay) is loaded by /init only with sf.root=..., which mounts that disk
+# read-only under a tmpfs overlay and switch_roots into it (see
+# scripts/build-guest-debian.sh).
 #
 # Environment:
 #   BUILD_DIR            build root (default <repo>/build)
@@ -36,8 +46,13 @@ SELF=$ROOT/scripts/build-guest.sh
 INIT_SRC=$ROOT/guest-agent/init
 SFPATTERN_SRC=$ROOT/guest-agent/sfpattern.c
 EXTRA_BINS=${GUEST_EXTRA_BINS:-}
+AGENT_DIR=$BUILD_DIR/host/guest-agent
 WANT_MODULES="virtio_ring virtio virtio_mmio virtio_console virtio_balloon \
 failover net_failover virtio_net virtio_blk virtio_rng ${GUEST_EXTRA_MODULES:-}"
+# Only for sf.root= (a read-only ext4 root disk under a tmpfs overlay).
+# crc32c_generic: ext4/jbd2 get crc32c from the crypto API (a request_module
+# the initramfs could not serve), so it is loaded up front.
+ROOT_MODULES="virtio_blk crc32c_generic crc16 mbcache jbd2 ext4 overlay"
 
 log() { echo "build-guest: $*" >&2; }
 die() { echo "build-guest: error: $*" >&2; exit 1; }
@@ -65,7 +80,14 @@ resolve_kernel_pkg() {
 }
 
 KPKG=$(resolve_kernel_pkg)
-STAMP_CONTENT="kpkg=$KPKG extra_bins=$EXTRA_BINS extra_modules=${GUEST_EXTRA_MODULES:-} vmlinux=${GUEST_VMLINUX:-0}"
+
+# Guest agent programs, when built (static; see the header).
+AGENT_BINS=""
+for f in "$AGENT_DIR/sf-agent" "$AGENT_DIR/sfclone" "$AGENT_DIR"/examples/*; do
+    [ -f "$f" ] && [ -x "$f" ] && AGENT_BINS="$AGENT_BINS $f"
+done
+AGENT_BINS=${AGENT_BINS# }
+STAMP_CONTENT="kpkg=$KPKG agent_bins=$AGENT_BINS extra_bins=$EXTRA_BINS extra_modules=${GUEST_EXTRA_MODULES:-} vmlinux=${GUEST_VMLINUX:-0}"
 
 # ---------------------------------------------------------------- up to date?
 up_to_date() {
@@ -73,7 +95,7 @@ up_to_date() {
     [ -f "$VMLINUZ" ] && [ -f "$INITRD" ] && [ -f "$STAMP" ] || return 1
     [ "$(cat "$STAMP")" = "$STAMP_CONTENT" ] || return 1
     local f
-    for f in "$SELF" "$INIT_SRC" "$SFPATTERN_SRC" $EXTRA_BINS; do
+    for f in "$SELF" "$INIT_SRC" "$SFPATTERN_SRC" $AGENT_BINS $EXTRA_BINS; do
         [ -e "$f" ] || return 1
         [ "$f" -ot "$VMLINUZ" ] && [ "$f" -ot "$INITRD" ] || return 1
     done
@@ -136,6 +158,7 @@ log "kernel $KVER"
 # ---------------------------------------------------------------- staging
 R=$WORK/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,etc,lib/modules,mnt,var}
+mkdir -p "$R/etc/snowflock/post-clone.d"    # clone identity hooks (docs/guest-api.md)
 chmod 1777 "$R/tmp"
 chmod 0700 "$R/root"
 if [ "$(id -u)" = 0 ]; then
@@ -216,15 +239,37 @@ for m in $WANT_MODULES; do
     add_module "$m"
 done
 printf '%s\n' "${LOAD_ORDER[@]}" > "$R/lib/modules/load-order"
-log "module format: .ko${MODFORMATS// /} (stored uncompressed)"
 log "module load order: ${LOAD_ORDER[*]}"
+case " ${LOAD_ORDER[*]} " in
+    *" virtio_console "*) ;;
+    *) [ -n "${BUILTIN[virtio_console]:-}" ] ||
+           die "virtio_console (the guest agent's virtio-serial port) is not loadable" ;;
+esac
+# Second list for sf.root=: its own order; modules already in the first
+# list are not repeated (insmod of a loaded module would only fail).
+LOAD_ORDER=()
+for m in $ROOT_MODULES; do
+    add_module "$m"
+done
+printf '%s\n' "${LOAD_ORDER[@]}" > "$R/lib/modules/load-order-root"
+log "sf.root module load order: ${LOAD_ORDER[*]}"
+for m in ext4 overlay; do
+    [ -f "$R/lib/modules/$m.ko" ] || [ -n "${BUILTIN[$m]:-}" ] ||
+        die "module $m (needed for sf.root=) is missing from $KPKG"
+done
+log "module format: .ko${MODFORMATS// /} (stored uncompressed)"
 
 # ---------------------------------------------------------------- programs
 log "compiling sfpattern (static)"
 gcc -static -O2 -Wall -Wextra -o "$R/usr/bin/sfpattern" "$SFPATTERN_SRC" -lpthread
 strip "$R/usr/bin/sfpattern" 2>/dev/null || true
 
-for f in $EXTRA_BINS; do
+for f in "$AGENT_DIR/sf-agent" "$AGENT_DIR/sfclone"; do
+    [ -x "$f" ] || log "note: $f not built yet; the image has no ${f##*/}"
+done
+[ -n "$(ls "$AGENT_DIR"/examples/ 2>/dev/null)" ] ||
+    log "note: no examples in $AGENT_DIR/examples/ yet"
+for f in $AGENT_BINS $EXTRA_BINS; do
     if readelf -l "$f" 2>/dev/null | grep -q 'Requesting program interpreter'; then
         log "warning: $f is dynamically linked; the initrd has no shared libraries"
     fi

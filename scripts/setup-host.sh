@@ -17,6 +17,8 @@
 #    by scripts/build-guest.sh to build the guest image; they are not installed here.
 #  - python3-pytest, socat, jq, iproute2: the integration tests and shell examples.
 #  - xz-utils, cpio, dpkg-dev: unpacking the source and packing the initrd.
+#  - debootstrap, debian-archive-keyring, e2fsprogs: the Debian guest's root
+#    file system (scripts/build-guest-debian.sh: debootstrap, mkfs.ext4 -d).
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -37,7 +39,7 @@ pkgs=(build-essential pkg-config ninja-build ccache git xz-utils cpio dpkg-dev
       libzstd-dev libjson-glib-dev libxml2-dev libcap-ng-dev
       seabios qemu-system-data
       python3 python3-venv python3-pytest python3-yaml socat jq iproute2
-      bridge-utils procps)
+      bridge-utils procps debootstrap debian-archive-keyring e2fsprogs)
 bp_pkgs=(meson python3-pycotap)
 
 missing=()

@@ -24,6 +24,9 @@ BUILD = os.environ.get("BUILD_DIR", os.path.join(REPO, "build"))
 QEMU = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
 KERNEL = os.path.join(BUILD, "guest", "vmlinuz")
 INITRD = os.path.join(BUILD, "guest", "initrd.img")
+# The Debian 12 guest (scripts/build-guest-debian.sh): same kernel and
+# initramfs, root on this read-only disk under a tmpfs overlay (sf.root=).
+DEBIAN_ROOTFS = os.path.join(BUILD, "guest-debian", "rootfs.img")
 
 sys.path.insert(0, os.path.join(BUILD, "src-qemu", "python"))
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
@@ -133,8 +136,17 @@ class Serial:
 class VM:
     """One QEMU process (a parent or a clone) with QMP and a serial socket."""
 
-    def __init__(self, workdir, name="vm", mem_mib=512, extra_args=(),
-                 append=None, netdev=True):
+    def __init__(self, workdir, name="vm", mem_mib=None, extra_args=(),
+                 append=None, netdev=True, debian=False):
+        """debian=True boots the Debian guest: its rootfs.img as a
+        read-only virtio-blk disk (the root drive, /dev/vda) and
+        sf.root=/dev/vda; RAM defaults to 1 GiB instead of 512 MiB."""
+        if mem_mib is None:
+            mem_mib = 1024 if debian else 512
+        if debian:
+            append = append or guest_cmdline()
+            if "sf.root=" not in append:
+                append += " sf.root=/dev/vda"
         self.workdir = workdir
         self.name = name
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
@@ -154,6 +166,10 @@ class VM:
             "-serial", "chardev:ser0",
             "-device", "virtio-serial-device",
         ]
+        if debian:
+            self.args += ["-drive", f"file={DEBIAN_ROOTFS},format=raw,"
+                                    "if=none,readonly=on,id=root",
+                          "-device", "virtio-blk-device,drive=root"]
         if netdev:
             self.args += ["-netdev", "user,id=n0",
                           "-device", "virtio-net-device,id=net0,netdev=n0,"
