@@ -13,7 +13,8 @@
 
 static const char *const event_names[] = {
     "VM_STARTED", "VM_STOPPED", "FORK_DONE", "CLONE_STARTED",
-    "CLONE_EXITED", "CLONE_FAILED", NULL,
+    "CLONE_EXITED", "CLONE_FAILED", "GUEST_REQUEST", "GUEST_RATE_LIMITED",
+    "GUEST_CLONE_EXITED", NULL,
 };
 
 static const char *arg_str(JsonObject *args, const char *name)

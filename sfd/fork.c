@@ -1,10 +1,10 @@
 /*
- * sfd: forks and tickets.
+ * sfd: forks.
  *
- * A fork request (from a client's "fork", or later a guest's ticket
- * request) asks for N clones; sfd grants m = min(N, the domain's
- * <sf:clone max> minus its live clones, the host limit minus all live
- * clones) and refuses when m is 0.  Then, in order:
+ * A fork request (from a client's "fork", or a guest's clone or
+ * create-clones request through agent.c) asks for N clones; sfd grants
+ * m = min(N, the domain's <sf:clone max> minus its live clones, the
+ * host limit minus all live clones) and refuses when m is 0.  Then, in order:
  *
  *   1. reserve m clone names <vm>-<id> (lowest free ids) and run each
  *      clone's prepare hook; one failing aborts before anything forks
@@ -12,9 +12,14 @@
  *      directory under the run directory
  *   3. per clone, concurrently: tap on the family bridge, start hook,
  *      spawn QEMU with the parent's machine options plus clone-args,
- *      QMP, read back the MAC QEMU derived (qom-get), set the guest's
- *      MAC and address through its serial console, started hook
+ *      QMP, read back the MAC QEMU derived (qom-get), tell the guest who
+ *      it is: an identity through its agent (answering the guest's
+ *      request for a guest fork), else MAC and address through its
+ *      serial console; started hook
  *   4. answer with every clone's id, pid, MAC, IP and state
+ *
+ * A guest fork (SfdForkGuest) is told once step 2 is done (forked), and
+ * one from a checkpoint skips step 2: the checkpoint's fork is reused.
  *
  * A clone that fails in step 3 is killed and reported as failed; the
  * others are kept.
@@ -48,6 +53,9 @@ typedef struct ForkOp {
     gint64 pause_us;
     pid_t server_pid;
     GStrv clone_args;
+    guint32 generation;         /* the parent's fork number */
+    SfdForkGuest *guest;        /* NULL: a client's fork */
+    gboolean forked_called;
     SfdForkDone done;
     gpointer opaque;
 } ForkOp;
@@ -102,6 +110,11 @@ static void fork_free(ForkOp *op)
     g_free(op->origin);
     g_free(op->dir);
     g_strfreev(op->clone_args);
+    if (op->guest) {
+        g_free(op->guest->dir);
+        g_strfreev(op->guest->clone_args);
+        g_free(op->guest);
+    }
     g_free(op);
 }
 
@@ -278,6 +291,72 @@ static void clone_configure_guest(CloneOp *co)
                                       co);
 }
 
+static void clone_identity_done(SfdVm *c, const char *err, gpointer opaque)
+{
+    CloneOp *co = opaque;
+
+    if (!err) {
+        c->net_configured = c->family != NULL;
+        clone_done(co, NULL);
+        return;
+    }
+    if (co->fork->guest) {
+        /* Its program waits for this answer: without it the clone is
+         * of no use. */
+        g_autofree char *m = g_strdup_printf("identity: %s", err);
+        clone_done(co, m);
+        return;
+    }
+    g_warning("%s: identity through the guest agent failed (%s); "
+              "configuring it through its serial console", c->name, err);
+    if (c->family) {
+        clone_configure_guest(co);
+    } else {
+        clone_done(co, NULL);
+    }
+}
+
+static void clone_agent_info(SfdQmp *q, JsonNode *ret, const char *err,
+                             gpointer opaque)
+{
+    CloneOp *co = opaque;
+    SfdVm *c = co->clone;
+    JsonObject *o = !err && ret && JSON_NODE_HOLDS_OBJECT(ret)
+        ? json_node_get_object(ret) : NULL;
+
+    if (o && json_object_get_boolean_member_with_default(o, "present",
+                                                         FALSE) &&
+        json_object_get_boolean_member_with_default(o, "guest-connected",
+                                                    FALSE)) {
+        sfd_agent_send_identity(c, 0, 0, c->guest_id,
+                                co->fork->generation, clone_identity_done,
+                                co);
+        return;
+    }
+    /* No agent in the guest: the serial console is the fallback. */
+    if (c->family) {
+        clone_configure_guest(co);
+    } else {
+        clone_done(co, NULL);
+    }
+}
+
+/* Tell the clone who it is: through its guest agent (answering the
+ * guest's request for a guest fork), else through its serial console. */
+static void clone_identify(CloneOp *co)
+{
+    SfdVm *c = co->clone;
+    SfdForkGuest *g = co->fork->guest;
+
+    if (g) {
+        sfd_agent_send_identity(c, g->request, g->ticket, c->guest_id,
+                                co->fork->generation, clone_identity_done,
+                                co);
+        return;
+    }
+    sfd_qmp_cmd(c->qmp, "query-sf-agent", NULL, clone_agent_info, co);
+}
+
 static void clone_mac(SfdQmp *q, JsonNode *ret, const char *err,
                       gpointer opaque)
 {
@@ -293,7 +372,7 @@ static void clone_mac(SfdQmp *q, JsonNode *ret, const char *err,
     g_free(c->mac);
     c->mac = g_strdup(json_node_get_string(ret));
     sfd_state_save_vm(c);
-    clone_configure_guest(co);
+    clone_identify(co);
 }
 
 static void clone_attached(SfdVm *c, const char *err, gpointer opaque)
@@ -308,7 +387,7 @@ static void clone_attached(SfdVm *c, const char *err, gpointer opaque)
         return;
     }
     if (!c->family) {
-        clone_done(co, NULL);
+        clone_identify(co);
         return;
     }
     JsonObject *args = json_object_new();
@@ -379,6 +458,32 @@ static void clone_launch(ForkOp *op, SfdVm *c)
                  clone_start_hook_done, co);
 }
 
+/* The fork exists (vm-fork answered, or a checkpoint's): launch. */
+static void fork_launch_all(ForkOp *op, int first_qemu_id,
+                            const char *fork_dir)
+{
+    guint64 server_st = sfd_proc_starttime(op->server_pid);
+
+    op->pending = op->clones->len;
+    for (guint i = 0; i < op->clones->len; i++) {
+        SfdVm *c = op->clones->pdata[i];
+        c->qemu_clone_id = first_qemu_id + i;
+        c->guest_id = i + 1;
+        c->fork_id = op->fork_id;
+        c->server_pid = op->server_pid;
+        c->server_starttime = server_st;
+        c->fork_dir = g_strdup(fork_dir);
+    }
+    if (op->guest && op->guest->forked) {
+        op->forked_called = TRUE;
+        op->guest->forked(op->parent, op->clones, op->generation, NULL, NULL,
+                          op->opaque);
+    }
+    for (guint i = 0; i < op->clones->len; i++) {
+        clone_launch(op, op->clones->pdata[i]);
+    }
+}
+
 static void fork_forked(SfdQmp *q, JsonNode *ret, const char *err,
                         gpointer opaque)
 {
@@ -401,22 +506,10 @@ static void fork_forked(SfdQmp *q, JsonNode *ret, const char *err,
     for (guint i = 0; i < json_array_get_length(a); i++) {
         op->clone_args[i] = g_strdup(json_array_get_string_element(a, i));
     }
-    guint64 server_st = sfd_proc_starttime(op->server_pid);
     g_message("%s: fork %" G_GUINT64_FORMAT ": %u clones, paused %" 
               G_GINT64_FORMAT " us, page server %d", op->parent->name,
               op->fork_id, op->clones->len, op->pause_us, op->server_pid);
-    op->pending = op->clones->len;
-    for (guint i = 0; i < op->clones->len; i++) {
-        SfdVm *c = op->clones->pdata[i];
-        c->qemu_clone_id = i + 1;
-        c->fork_id = op->fork_id;
-        c->server_pid = op->server_pid;
-        c->server_starttime = server_st;
-        c->fork_dir = g_strdup(op->dir);
-    }
-    for (guint i = 0; i < op->clones->len; i++) {
-        clone_launch(op, op->clones->pdata[i]);
-    }
+    fork_launch_all(op, 1, op->dir);
 }
 
 static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
@@ -442,6 +535,19 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
         fork_abort(op, "InvalidState", "the parent stopped");
         return;
     }
+    if (op->guest && op->guest->clone_args) {
+        /* From a checkpoint: its fork exists, its page server serves. */
+        SfdForkGuest *g = op->guest;
+        op->fork_id = g->fork_id;
+        op->server_pid = g->server_pid;
+        op->clone_args = g_strdupv(g->clone_args);
+        op->generation = g->generation;
+        g_message("%s: %u clones from checkpoint fork %" G_GUINT64_FORMAT
+                  ", clone ids from %d", op->parent->name, op->clones->len,
+                  op->fork_id, g->first_qemu_id);
+        fork_launch_all(op, g->first_qemu_id, g->dir);
+        return;
+    }
     g_autofree char *tmpl = g_strdup_printf("%s/%s.fXXXXXX", sfd->run_dir,
                                             op->parent->name);
     if (!g_mkdtemp(tmpl)) {
@@ -455,11 +561,20 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
     json_object_set_int_member(args, "clones", op->clones->len);
     json_object_set_boolean_member(args, "launch", FALSE);
     json_object_set_string_member(args, "dir", op->dir);
+    op->generation = ++op->parent->forks;
+    sfd_state_save_vm(op->parent);
     sfd_qmp_cmd(op->parent->qmp, "vm-fork", args, fork_forked, op);
 }
 
 void sfd_fork(SfdVm *parent, int count, const char *origin,
               SfdForkDone done, gpointer opaque)
+{
+    sfd_fork_ex(parent, count, origin, NULL, done, opaque);
+}
+
+void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
+                 const SfdForkGuest *guest, SfdForkDone done,
+                 gpointer opaque)
 {
     SfdDomain *d = g_hash_table_lookup(sfd->domains, parent->domain);
     int vm_left, host_left, m, id = 0;
@@ -507,6 +622,11 @@ void sfd_fork(SfdVm *parent, int count, const char *origin,
     op->requested = count;
     op->origin = g_strdup(origin);
     op->clones = g_ptr_array_new();
+    if (guest) {
+        op->guest = g_memdup2(guest, sizeof(*guest));
+        op->guest->dir = g_strdup(guest->dir);
+        op->guest->clone_args = g_strdupv(guest->clone_args);
+    }
     op->done = done;
     op->opaque = opaque;
     while ((int)op->clones->len < m) {

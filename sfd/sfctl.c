@@ -266,22 +266,31 @@ static const char *s_or(JsonObject *o, const char *k, const char *dflt)
 
 static void print_table(JsonArray *a)
 {
-    printf("%-20s %-6s %-9s %-8s %-15s %s\n", "NAME", "KIND", "STATE",
-           "PID", "IP", "MAC");
+    printf("%-20s %-6s %-9s %-8s %-15s %-17s %s\n", "NAME", "KIND", "STATE",
+           "PID", "IP", "MAC", "GUEST-REQ/REFUSED");
     for (guint i = 0; i < json_array_get_length(a); i++) {
         JsonObject *o = json_array_get_object_element(a, i);
         gint64 pid = json_object_get_int_member_with_default(o, "pid", 0);
         g_autofree char *pids = pid ? g_strdup_printf("%" G_GINT64_FORMAT,
                                                       pid) : g_strdup("-");
-        printf("%-20s %-6s %-9s %-8s %-15s %s\n", s_or(o, "name", "?"),
+        JsonObject *ag = json_object_has_member(o, "agent") &&
+            JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "agent"))
+            ? json_object_get_object_member(o, "agent") : NULL;
+        g_autofree char *agent = ag ? g_strdup_printf(
+            "%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT,
+            json_object_get_int_member_with_default(ag, "requests", 0),
+            json_object_get_int_member_with_default(ag, "refused", 0))
+            : g_strdup("-");
+        printf("%-20s %-6s %-9s %-8s %-15s %-17s %s\n", s_or(o, "name", "?"),
                s_or(o, "kind", "?"), s_or(o, "state", "?"), pids,
-               s_or(o, "ip", "-"), s_or(o, "mac", "-"));
+               s_or(o, "ip", "-"), s_or(o, "mac", "-"), agent);
     }
 }
 
 static void print_object(JsonObject *o, const char *indent)
 {
     g_autoptr(GList) keys = json_object_get_members(o);
+    g_autofree char *in2 = g_strconcat(indent, "  ", NULL);
 
     for (GList *l = keys; l; l = l->next) {
         JsonNode *n = json_object_get_member(o, l->data);
@@ -291,10 +300,18 @@ static void print_object(JsonObject *o, const char *indent)
                    json_array_get_length(a));
             if (json_array_get_length(a) &&
                 JSON_NODE_HOLDS_OBJECT(json_array_get_element(a, 0))) {
-                print_table(a);
+                JsonObject *first = json_array_get_object_element(a, 0);
+                if (json_object_has_member(first, "kind")) {
+                    print_table(a);     /* VMs */
+                    continue;
+                }
+                g_autofree char *in4 = g_strconcat(in2, "  ", NULL);
+                for (guint i = 0; i < json_array_get_length(a); i++) {
+                    printf("%s-\n", in2);
+                    print_object(json_array_get_object_element(a, i), in4);
+                }
             }
         } else if (JSON_NODE_HOLDS_OBJECT(n)) {
-            g_autofree char *in2 = g_strconcat(indent, "  ", NULL);
             printf("%s%s:\n", indent, (char *)l->data);
             print_object(json_node_get_object(n), in2);
         } else if (JSON_NODE_HOLDS_NULL(n)) {

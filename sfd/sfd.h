@@ -8,7 +8,9 @@
  *   domain.c   domain XML (domain.h)
  *   vm.c       QEMU processes: spawn, adopt after a restart, supervise
  *   qmp.c      a small asynchronous QMP client (qmp.h)
- *   fork.c     tickets, vm-fork, launching clones
+ *   fork.c     vm-fork, launching clones
+ *   agent.c    guest requests (SF_AGENT_REQUEST): tickets, forks,
+ *              checkpoints, exits (agent.h)
  *   net.c      family networks: a bridge per family, a tap per VM
  *   hooks.c    libvirt-style hooks
  *   state.c    records under the state directory
@@ -35,6 +37,7 @@ typedef struct SfdQmp SfdQmp;
 typedef struct SfdServer SfdServer;
 typedef struct SfdRequest SfdRequest;
 typedef struct SfdVm SfdVm;
+typedef struct SfdAgent SfdAgent;
 typedef void (*SfdVmDone)(SfdVm *vm, const char *err, gpointer opaque);
 
 typedef struct SfdFamily {
@@ -59,6 +62,7 @@ struct SfdVm {
     char *domain;           /* the domain (the parent's, for a clone) */
     int clone_id;           /* sfd's clone id, 0 for a parent */
     int qemu_clone_id;      /* the id vm-fork granted it (1..N per fork) */
+    int guest_id;           /* its sf_id(): 1..m within its fork or ticket */
     guint64 fork_id;
     SfdVmState state;
     pid_t pid;
@@ -85,6 +89,7 @@ struct SfdVm {
     int forks;              /* parent: vm-fork calls so far */
     char *fork_dir;         /* clone: its fork's directory */
     GList *exit_waiters;    /* SfdRequest answered when the VM has exited */
+    SfdAgent *agent;        /* guest requests (agent.c), NULL until used */
 };
 
 typedef struct Sfd {
@@ -172,6 +177,9 @@ JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail);
 const char *sfd_vm_state_str(SfdVm *vm);
 guint64 sfd_proc_starttime(pid_t pid);
 gboolean sfd_proc_alive(pid_t pid, guint64 starttime);
+/* Remove a fork directory (and stop a checkpoint's page server whose
+ * pid it records in "sfd-checkpoint"). */
+void sfd_fork_dir_remove(const char *path);
 
 /* fork.c */
 typedef void (*SfdForkDone)(JsonNode *ret, const char *cls, const char *err,
@@ -181,6 +189,45 @@ typedef void (*SfdForkDone)(JsonNode *ret, const char *cls, const char *err,
 void sfd_fork(SfdVm *parent, int count, const char *origin,
               SfdForkDone done, gpointer opaque);
 int sfd_clones_alive(const char *domain);
+
+/* A fork a guest asked for (agent.c). */
+typedef struct SfdForkGuest {
+    guint32 request;        /* answered in each clone by its identity */
+    guint64 ticket;
+    /* From a checkpoint (clone_args != NULL): no vm-fork, launch from
+     * this fork with QEMU clone ids first_qemu_id.. */
+    guint64 fork_id;
+    char *dir;
+    pid_t server_pid;
+    GStrv clone_args;
+    int first_qemu_id;
+    guint32 generation;
+    /* Called once the fork exists, before any clone is launched (the
+     * clones have their ids); not called when the fork fails first. */
+    void (*forked)(SfdVm *parent, GPtrArray *clones, guint32 generation,
+                   const char *cls, const char *err, gpointer opaque);
+} SfdForkGuest;
+void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
+                 const SfdForkGuest *guest, SfdForkDone done,
+                 gpointer opaque);
+
+/* agent.c */
+/* An SF_AGENT_REQUEST event from vm's QEMU. */
+void sfd_agent_request(SfdVm *vm, JsonObject *data);
+/* vm is ending (called first thing in sfd_vm_exited). */
+void sfd_agent_vm_exiting(SfdVm *vm);
+void sfd_agent_free(SfdAgent *a);
+/* The "agent" member of a VM's JSON (counters; tickets in detail). */
+JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail);
+/* Whether a checkpoint still holds this fork directory (and its page
+ * server): fork_release must leave it. */
+gboolean sfd_agent_holds_fork_dir(const char *dir);
+typedef void (*SfdIdentityDone)(SfdVm *c, const char *err, gpointer opaque);
+/* sf-agent-reply kind=identity to clone c (request 0: on sfd's own
+ * initiative); retried briefly while the guest is not reading. */
+void sfd_agent_send_identity(SfdVm *c, guint32 request, guint64 ticket,
+                             int clone_id, guint32 generation,
+                             SfdIdentityDone done, gpointer opaque);
 
 /* net.c */
 SfdFamily *sfd_family_get(SfdDomain *d, char **err);

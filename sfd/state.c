@@ -71,6 +71,8 @@ void sfd_state_save_vm(SfdVm *vm)
     INT("clone-id", vm->clone_id);
     INT("qemu-clone-id", vm->qemu_clone_id);
     INT("fork-id", vm->fork_id);
+    INT("forks", vm->forks);
+    INT("guest-id", vm->guest_id);
     INT("pid", vm->pid);
     INT("starttime", vm->starttime);
     INT("server-pid", vm->server_pid);

@@ -18,6 +18,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -68,6 +69,7 @@ void sfd_vm_unref(SfdVm *vm)
     g_free(vm->failure);
     g_free(vm->fork_dir);
     g_strfreev(vm->machine);
+    sfd_agent_free(vm->agent);
     g_free(vm);
 }
 
@@ -145,6 +147,10 @@ JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail)
     if (vm->failure) {
         STR("error", vm->failure);
     }
+    if (vm->state != SFD_VM_EXITED) {
+        json_builder_set_member_name(b, "agent");
+        json_builder_add_value(b, sfd_agent_to_json(vm, detail));
+    }
     if (detail) {
         STR("tap", vm->tap);
         STR("bridge", vm->family ? vm->family->bridge : NULL);
@@ -219,7 +225,9 @@ GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append)
     if (d->initrd) {
         ADD("-initrd", d->initrd);
     }
-    ADD("-append", append, "-device", "virtio-serial-device");
+    /* sf-agent-port: the guest agent's channel (docs/guest-api.md). */
+    ADD("-append", append, "-device", "virtio-serial-device",
+        "-device", "sf-agent-port");
     for (guint i = 0; i < d->disks->len; i++) {
         SfdDisk *disk = d->disks->pdata[i];
         g_ptr_array_add(a, g_strdup("-drive"));
@@ -341,7 +349,11 @@ static void vm_qmp_event(SfdQmp *q, const char *name, JsonObject *data,
 {
     SfdVm *vm = opaque;
 
-    g_debug("%s: QMP event %s", vm->name, name);
+    if (strcmp(name, "SF_AGENT_REQUEST")) {
+        /* Guest requests are counted and logged by agent.c instead:
+         * a guest must not be able to fill the log. */
+        g_debug("%s: QMP event %s", vm->name, name);
+    }
     if (!strcmp(name, "SF_CLONE_FAILED") && data) {
         g_free(vm->failure);
         vm->failure = g_strdup(json_object_get_string_member_with_default(
@@ -349,6 +361,8 @@ static void vm_qmp_event(SfdQmp *q, const char *name, JsonObject *data,
         g_warning("%s: %s", vm->name, vm->failure);
     } else if (!strcmp(name, "SF_CLONE_COMPLETE")) {
         g_info("%s: every page present", vm->name);
+    } else if (!strcmp(name, "SF_AGENT_REQUEST") && data) {
+        sfd_agent_request(vm, data);
     }
 }
 
@@ -424,10 +438,25 @@ void sfd_vm_stop(SfdVm *vm)
     }
 }
 
-static void rm_fork_dir(const char *path)
+void sfd_fork_dir_remove(const char *path)
 {
     g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+    g_autofree char *cp = g_build_filename(path, "sfd-checkpoint", NULL);
+    g_autofree char *rec = NULL;
     const char *f;
+
+    /* A checkpoint's page server waits for clones that may never come:
+     * its pid (and start time) is kept beside it so that it is never
+     * left behind, even across an sfd restart. */
+    if (g_file_get_contents(cp, &rec, NULL, NULL)) {
+        pid_t pid = 0;
+        guint64 st = 0;
+        if (sscanf(rec, "%d %" G_GUINT64_FORMAT, &pid, &st) == 2 &&
+            pid > 0 && st && sfd_proc_alive(pid, st)) {
+            g_info("%s: stopping checkpoint page server %d", path, pid);
+            kill(pid, SIGKILL);
+        }
+    }
 
     while (dir && (f = g_dir_read_name(dir))) {
         g_autofree char *p = g_build_filename(path, f, NULL);
@@ -444,7 +473,7 @@ static void fork_release(SfdVm *clone)
     GHashTableIter it;
     gpointer v;
 
-    if (!clone->fork_dir) {
+    if (!clone->fork_dir || sfd_agent_holds_fork_dir(clone->fork_dir)) {
         return;
     }
     g_hash_table_iter_init(&it, sfd->vms);
@@ -461,7 +490,7 @@ static void fork_release(SfdVm *clone)
                clone->server_pid);
         kill(clone->server_pid, SIGKILL);
     }
-    rm_fork_dir(clone->fork_dir);
+    sfd_fork_dir_remove(clone->fork_dir);
 }
 
 static void vm_release_hook(gboolean ok, const char *msg, gpointer opaque)
@@ -483,6 +512,7 @@ void sfd_vm_exited(SfdVm *vm, int status)
     if (vm->state == SFD_VM_EXITED) {
         return;
     }
+    sfd_agent_vm_exiting(vm);
     vm->state = SFD_VM_EXITED;
     sfd_vm_ref(vm);                     /* until the release hook ran */
     if (vm->spawned) {
@@ -776,6 +806,8 @@ static void adopt_one(const char *path)
     vm->fork_dir = jstr(o, "fork-dir");
     vm->started_at = json_object_get_int_member_with_default(o, "started-at",
                                                              0);
+    vm->forks = json_object_get_int_member_with_default(o, "forks", 0);
+    vm->guest_id = json_object_get_int_member_with_default(o, "guest-id", 0);
     vm->net_configured = json_object_get_boolean_member_with_default(
         o, "net-configured", FALSE);
     if (json_object_has_member(o, "machine")) {
@@ -881,7 +913,7 @@ void sfd_vm_adopt_all(void)
             }
         }
         if (!used) {
-            rm_fork_dir(p);
+            sfd_fork_dir_remove(p);
         }
     }
 }
