@@ -116,13 +116,17 @@ class Serial:
     def run(self, cmd, timeout=120.0, check=True):
         """Run a shell command in the guest; return (status, output)."""
         n = next(_marker)
-        # The marker is split in the typed line so the tty echo of the
-        # command never matches; only the printed result does.
-        self.write(f"{cmd}; echo \"@@SF\"\"DONE{n} $?@@\"\n")
+        # Markers are split in the typed line so the tty echo of the
+        # command never matches; only the printed ones do.  The output is
+        # what lies between the two printed markers, whatever the echo
+        # looked like (a shell may echo typed-ahead text twice).
+        self.write(f"echo \"@@SF\"\"BEGIN{n}@@\"; {cmd}; "
+                   f"echo \"@@SF\"\"DONE{n} $?@@\"\n")
         out, m = self.read_until(rf"@@SFDONE{n} (\d+)@@", timeout)
         status = int(m.group(1).decode())
-        body = out[:m.start()]
-        # Drop the echoed command line.
+        begin = out.rfind(f"@@SFBEGIN{n}@@", 0, m.start())
+        body = out[begin:m.start()] if begin >= 0 else out[:m.start()]
+        # Drop the begin marker's line.
         body = body.split("\n", 1)[1] if "\n" in body else ""
         if check and status != 0:
             raise AssertionError(f"guest command {cmd!r} exited {status}: "

@@ -18,9 +18,9 @@ import sfvm
 OUT = os.path.join(sfvm.BUILD, "guest-debian")
 MISSING = os.path.join(OUT, "snowflock-guest.missing")
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(sfvm.DEBIAN_ROOTFS),
-    reason=f"{sfvm.DEBIAN_ROOTFS} not built (scripts/build-guest-debian.sh)")
+# scripts/build.sh always builds the image: its absence is a failure.
+assert os.path.exists(sfvm.DEBIAN_ROOTFS), \
+    f"{sfvm.DEBIAN_ROOTFS} not built (scripts/build-guest-debian.sh)"
 
 
 def file_md5(path):
@@ -103,7 +103,7 @@ def test_root_is_tmpfs_overlay_on_readonly_disk(debian):
 
 def test_snowflock_guest_package_installed(debian):
     if os.path.exists(MISSING) and open(MISSING).read().strip():
-        pytest.skip("rootfs.img holds a partial snowflock-guest package "
+        pytest.fail("rootfs.img holds a partial snowflock-guest package "
                     "(SF_GUEST_DEB_PARTIAL=1); its inputs were not built: "
                     + " ".join(open(MISSING).read().split()))
     s = debian.serial
