@@ -1,7 +1,10 @@
 #!/bin/bash
-# Set everything up (scripts/build.sh), boot a VM under snowflock's QEMU,
-# fork it into clones with vm-fork and print what happened, per clone.
-#   scripts/demo.sh [--clones N] [--mib M] [--no-prefetch]
+# Set everything up (scripts/build.sh), then:
+#   1. under sfd, a program inside a VM forks its own VM (sf-job: C over
+#      libsf), then sfclone does it from the guest's shell;
+#   2. an operator forks a VM with QMP vm-fork, and every clone proves
+#      its memory is the parent's at the fork instant.
+#   scripts/demo.sh [--clones N] [--mib M] [--no-prefetch]   (options: part 2)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 "$repo/scripts/build.sh" > "${BUILD_DIR:-$repo/build}/build.log" 2>&1 || {
@@ -9,4 +12,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
     tail -20 "${BUILD_DIR:-$repo/build}/build.log" >&2
     exit 1
 }
+echo "== 1. a guest program forks its own VM (sfd, libsf, sfclone) =="
+/usr/bin/python3 "$repo/scripts/demo_guest.py"
+echo
+echo "== 2. vm-fork over QMP: clones fetch memory lazily, verified page by page =="
 exec /usr/bin/python3 "$repo/scripts/demo.py" "$@"
