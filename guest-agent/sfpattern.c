@@ -42,7 +42,9 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -58,14 +60,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SFP_PAGE_SIZE   4096u
-#define SFP_PAGE_WORDS  (SFP_PAGE_SIZE / 8u)
-#define SFP_PAGE_SHIFT  12
-#define SFP_MAGIC       UINT64_C(0x5346504154524e21) /* "SFPATRN!" */
-#define SFP_K1          UINT64_C(0x9e3779b97f4a7c15)
-#define SFP_K2          UINT64_C(0xc2b2ae3d27d4eb4f)
-#define SFP_MAX_BAD     16
-#define SFP_MAX_DETAIL  4
+#define SFP_PAGE_SIZE  4096u
+#define SFP_PAGE_WORDS (SFP_PAGE_SIZE / 8u)
+#define SFP_PAGE_SHIFT 12
+#define SFP_MAGIC      UINT64_C(0x5346504154524e21) /* "SFPATRN!" */
+#define SFP_K1         UINT64_C(0x9e3779b97f4a7c15)
+#define SFP_K2         UINT64_C(0xc2b2ae3d27d4eb4f)
+#define SFP_MAX_BAD    16
+#define SFP_MAX_DETAIL 4
 
 static uint64_t *region;
 static uint64_t npages;
@@ -81,7 +83,7 @@ static uint64_t splitmix64(uint64_t x)
 static inline uint64_t page_start_state(uint64_t seed, uint64_t page)
 {
     uint64_t h = splitmix64(seed * SFP_K1 ^ page * SFP_K2);
-    return h ? h : SFP_MAGIC;   /* xorshift state must be non-zero */
+    return h ? h : SFP_MAGIC; /* xorshift state must be non-zero */
 }
 
 static inline uint64_t *page_ptr(uint64_t page)
@@ -209,8 +211,8 @@ static uint64_t verify_all(uint64_t seed)
     if (nbad) {
         len = (size_t)snprintf(line, sizeof(line), "SFPATTERN bad-pages");
         for (i = 0; i < nbad; i++) {
-            len += (size_t)snprintf(line + len, sizeof(line) - len,
-                                    " %" PRIu64, bad[i]);
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %" PRIu64,
+                                    bad[i]);
         }
         out("%s", line);
     }
@@ -220,11 +222,11 @@ static uint64_t verify_all(uint64_t seed)
 /* ---- mutator thread ---------------------------------------------------- */
 
 static pthread_t mut_thread;
-static int mut_running;             /* only touched by the main thread */
+static int mut_running; /* only touched by the main thread */
 static uint64_t mut_seed;
-static int mut_stop;                /* atomic */
-static uint64_t mut_passes;         /* atomic */
-static uint64_t cur_seed;           /* seed the region is (being) set to */
+static int mut_stop;        /* atomic */
+static uint64_t mut_passes; /* atomic */
+static uint64_t cur_seed;   /* seed the region is (being) set to */
 
 static void *mutator(void *arg)
 {
@@ -256,8 +258,8 @@ static void mutate_stop(void)
     __atomic_store_n(&mut_stop, 1, __ATOMIC_RELEASE);
     pthread_join(mut_thread, NULL);
     mut_running = 0;
-    out("SFPATTERN stopped seed=%" PRIu64 " passes=%" PRIu64,
-        mut_seed, __atomic_load_n(&mut_passes, __ATOMIC_ACQUIRE));
+    out("SFPATTERN stopped seed=%" PRIu64 " passes=%" PRIu64, mut_seed,
+        __atomic_load_n(&mut_passes, __ATOMIC_ACQUIRE));
 }
 
 static int mutate_start(uint64_t seed)
@@ -290,11 +292,11 @@ static int alloc_region(uint64_t mib)
         fprintf(stderr, "sfpattern: bad --mib %" PRIu64 "\n", mib);
         return -1;
     }
-    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+             -1, 0);
     if (p == MAP_FAILED) {
-        fprintf(stderr, "sfpattern: mmap %" PRIu64 " MiB: %s\n",
-                mib, strerror(errno));
+        fprintf(stderr, "sfpattern: mmap %" PRIu64 " MiB: %s\n", mib,
+                strerror(errno));
         return -1;
     }
     region = p;
@@ -321,8 +323,8 @@ static void do_fill(uint64_t seed, const char *what)
     uint64_t t0 = now_ms();
     fill_all(seed);
     cur_seed = seed;
-    out("SFPATTERN %s seed=%" PRIu64 " pages=%" PRIu64 " ms=%" PRIu64,
-        what, seed, npages, now_ms() - t0);
+    out("SFPATTERN %s seed=%" PRIu64 " pages=%" PRIu64 " ms=%" PRIu64, what,
+        seed, npages, now_ms() - t0);
 }
 
 /* Returns 1 to quit. */
@@ -362,7 +364,8 @@ static int handle_command(char *line)
         }
     } else if (!strcmp(cmd, "status")) {
         out("SFPATTERN status seed=%" PRIu64 " pages=%" PRIu64
-            " mutating=%d passes=%" PRIu64, cur_seed, npages, mut_running,
+            " mutating=%d passes=%" PRIu64,
+            cur_seed, npages, mut_running,
             mut_running ? __atomic_load_n(&mut_passes, __ATOMIC_ACQUIRE) : 0);
     } else if (!strcmp(cmd, "ping")) {
         out("SFPATTERN pong");
@@ -432,9 +435,8 @@ static int serve(const char *fifo)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: sfpattern serve --mib N --seed S [--fifo PATH|-]\n"
-            "       sfpattern once --mib N --seed S\n");
+    fprintf(stderr, "usage: sfpattern serve --mib N --seed S [--fifo PATH|-]\n"
+                    "       sfpattern once --mib N --seed S\n");
 }
 
 int main(int argc, char **argv)

@@ -37,7 +37,7 @@
 #include "agent.h"
 #include "qmp.h"
 
-#define IDENTITY_TRIES 40
+#define IDENTITY_TRIES    40
 #define IDENTITY_RETRY_MS 250
 
 enum { HOW_EXITED, HOW_SIGNALED, HOW_LOST, HOW_KILLED, HOW_CRASHED };
@@ -58,8 +58,8 @@ void sfd_bucket_init(SfdBucket *b, double rate, double burst, gint64 now_us)
 gboolean sfd_bucket_take(SfdBucket *b, gint64 now_us)
 {
     if (now_us > b->last_us) {
-        b->tokens = MIN(b->burst, b->tokens +
-                        (now_us - b->last_us) * b->rate / G_USEC_PER_SEC);
+        b->tokens = MIN(b->burst, b->tokens + (now_us - b->last_us) * b->rate /
+                                                  G_USEC_PER_SEC);
         b->last_us = now_us;
     }
     if (b->tokens < 1.0) {
@@ -236,42 +236,42 @@ gboolean sfd_ticket_member_ended(SfdTicket *tk, int clone_id, int status,
 
 typedef struct SfdCheckpoint {
     guint64 id;
-    guint32 request;            /* the checkpoint request (its clones') */
+    guint32 request; /* the checkpoint request (its clones') */
     guint64 fork_id;
     char *dir;
     pid_t server_pid;
     guint64 server_starttime;
     GStrv clone_args;
-    int next_qemu_id;           /* QEMU clone ids 1..64 handed out in order */
+    int next_qemu_id; /* QEMU clone ids 1..64 handed out in order */
     guint32 generation;
 } SfdCheckpoint;
 
 struct SfdAgent {
     SfdBucket bucket;
-    guint64 requests;           /* SF_AGENT_REQUEST events */
-    guint64 refused;            /* answered with an error */
-    guint64 rate_limited;       /* of which EAGAIN by the bucket */
+    guint64 requests;     /* SF_AGENT_REQUEST events */
+    guint64 refused;      /* answered with an error */
+    guint64 rate_limited; /* of which EAGAIN by the bucket */
     guint64 reply_failures;
-    gint64 rl_logged_us;        /* last rate-limit report */
+    gint64 rl_logged_us; /* last rate-limit report */
     gboolean rl_logged;
     guint64 rl_unreported;
     gint64 fail_logged_us;
     gboolean fail_logged;
     guint64 fail_unreported;
-    gboolean busy;              /* a vm-fork of this VM is in flight */
-    SfdTicketTable tickets;     /* parent */
-    GPtrArray *checkpoints;     /* parent: SfdCheckpoint */
+    gboolean busy;          /* a vm-fork of this VM is in flight */
+    SfdTicketTable tickets; /* parent */
+    GPtrArray *checkpoints; /* parent: SfdCheckpoint */
     /* A clone made from a ticket: */
     char *parent;
-    pid_t parent_pid;           /* tells this parent from a later one */
+    pid_t parent_pid; /* tells this parent from a later one */
     guint64 ticket;
-    int member;                 /* its clone id within the ticket */
-    gboolean exit_set;          /* it asked to exit */
+    int member;        /* its clone id within the ticket */
+    gboolean exit_set; /* it asked to exit */
     int exit_status, exit_how;
-    gboolean killed;            /* ended by kill */
+    gboolean killed; /* ended by kill */
 };
 
-static guint64 next_handle = 1;     /* ticket and checkpoint ids */
+static guint64 next_handle = 1; /* ticket and checkpoint ids */
 
 static void checkpoint_free(gpointer p)
 {
@@ -341,16 +341,26 @@ gboolean sfd_agent_holds_fork_dir(const char *dir)
 static const char *errno_name(int e)
 {
     switch (e) {
-    case 0: return "ok";
-    case EINVAL: return "EINVAL";
-    case ENOENT: return "ENOENT";
-    case EALREADY: return "EALREADY";
-    case EDQUOT: return "EDQUOT";
-    case EAGAIN: return "EAGAIN";
-    case EBUSY: return "EBUSY";
-    case ENOTSUP: return "ENOTSUP";
-    case EIO: return "EIO";
-    case EPROTO: return "EPROTO";
+    case 0:
+        return "ok";
+    case EINVAL:
+        return "EINVAL";
+    case ENOENT:
+        return "ENOENT";
+    case EALREADY:
+        return "EALREADY";
+    case EDQUOT:
+        return "EDQUOT";
+    case EAGAIN:
+        return "EAGAIN";
+    case EBUSY:
+        return "EBUSY";
+    case ENOTSUP:
+        return "ENOTSUP";
+    case EIO:
+        return "EIO";
+    case EPROTO:
+        return "EPROTO";
     }
     return "error";
 }
@@ -389,12 +399,11 @@ static void reply_failed(const char *name, const char *what, const char *err)
         return;
     }
     a->reply_failures++;
-    if (limited(&a->fail_logged_us, &a->fail_logged, &a->fail_unreported,
-                &n)) {
+    if (limited(&a->fail_logged_us, &a->fail_logged, &a->fail_unreported, &n)) {
         g_warning("%s: sf-agent-reply %s failed: %s (%" G_GUINT64_FORMAT
                   " failure%s since the last report, %" G_GUINT64_FORMAT
-                  " in all)", name, what, err, n, n == 1 ? "" : "s",
-                  a->reply_failures);
+                  " in all)",
+                  name, what, err, n, n == 1 ? "" : "s", a->reply_failures);
     }
 }
 
@@ -427,8 +436,8 @@ static void send_reply(SfdVm *vm, JsonObject *args, const char *what)
     sfd_qmp_cmd(vm->qmp, "sf-agent-reply", args, reply_done, r);
 }
 
-static void guest_event(SfdVm *vm, guint32 request, const char *op,
-                        int error, guint count, guint64 value)
+static void guest_event(SfdVm *vm, guint32 request, const char *op, int error,
+                        guint count, guint64 value)
 {
     JsonObject *o = json_object_new();
     JsonNode *n = json_node_alloc();
@@ -466,8 +475,9 @@ static void answer(SfdVm *vm, guint32 request, const char *op, int error,
             g_info("%s: guest %s (request %u) refused: %s", vm->name,
                    op ? op : "?", request, errno_name(error));
         } else {
-            g_info("%s: guest %s (request %u): count %u, value %"
-                   G_GUINT64_FORMAT, vm->name, op, request, count, value);
+            g_info(
+                "%s: guest %s (request %u): count %u, value %" G_GUINT64_FORMAT,
+                vm->name, op, request, count, value);
         }
         guest_event(vm, request, op, error, count, value);
     }
@@ -535,7 +545,8 @@ static void ident_info(SfdQmp *q, JsonNode *ret, const char *err,
 {
     IdentOp *io = opaque;
     JsonObject *o = !err && ret && JSON_NODE_HOLDS_OBJECT(ret)
-        ? json_node_get_object(ret) : NULL;
+                        ? json_node_get_object(ret)
+                        : NULL;
 
     if (err && g_str_has_prefix(err, "QMP ")) {
         ident_finish(io, err);
@@ -543,8 +554,10 @@ static void ident_info(SfdQmp *q, JsonNode *ret, const char *err,
     }
     /* Right after a clone starts its guest may not have the port open
      * yet (it has, in the state the clone was forked in). */
-    if (o && !json_object_get_boolean_member_with_default(
-            o, "guest-connected", FALSE) && ident_retry(io)) {
+    if (o &&
+        !json_object_get_boolean_member_with_default(o, "guest-connected",
+                                                     FALSE) &&
+        ident_retry(io)) {
         return;
     }
     if (io->c->state == SFD_VM_EXITED || !io->c->qmp) {
@@ -679,7 +692,7 @@ static void op_ticket(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
     SfdTicket *tk;
 
     if (vm->clone_id) {
-        answer(vm, req, "ticket", ENOTSUP, 0, 0);   /* no nested forks */
+        answer(vm, req, "ticket", ENOTSUP, 0, 0); /* no nested forks */
         return;
     }
     if (get_uint(d, "clones", G_MAXUINT32, &n) != 1 || n < 1 ||
@@ -711,23 +724,22 @@ static void op_ticket(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
 
 typedef struct GuestFork {
     SfdVm *vm;
-    guint32 request;            /* the clone or create request */
+    guint32 request; /* the clone or create request */
     const char *op;
     guint64 ticket;
     guint64 checkpoint;
     gboolean forked;
 } GuestFork;
 
-static void guest_forked(SfdVm *parent, GPtrArray *clones,
-                         guint32 generation, const char *cls,
-                         const char *err, gpointer opaque)
+static void guest_forked(SfdVm *parent, GPtrArray *clones, guint32 generation,
+                         const char *cls, const char *err, gpointer opaque)
 {
     GuestFork *gf = opaque;
     SfdAgent *a = agent_get(parent);
     SfdTicket *tk = sfd_tickets_find(&a->tickets, gf->ticket);
 
     gf->forked = TRUE;
-    a->busy = FALSE;            /* vm-fork is done; launching goes on */
+    a->busy = FALSE; /* vm-fork is done; launching goes on */
     if (tk) {
         tk->state = SFD_TICKET_USED;
         tk->checkpoint = gf->checkpoint;
@@ -764,16 +776,16 @@ static void guest_fork_done(JsonNode *ret, const char *cls, const char *err,
         SfdTicket *tk = sfd_tickets_find(&a->tickets, gf->ticket);
         a->busy = FALSE;
         if (tk && tk->state == SFD_TICKET_FORKING) {
-            tk->state = SFD_TICKET_UNUSED;  /* may be tried again */
+            tk->state = SFD_TICKET_UNUSED; /* may be tried again */
         }
         g_warning("%s: guest %s of ticket %" G_GUINT64_FORMAT " failed: %s",
                   vm->name, gf->op, gf->ticket, err ? err : "?");
         answer(vm, gf->request, gf->op, errno_of_class(cls), 0, 0);
     } else if (ret) {
         JsonObject *o = json_node_get_object(ret);
-        g_info("%s: guest %s of ticket %" G_GUINT64_FORMAT ": %"
-               G_GINT64_FORMAT " clones running", vm->name, gf->op,
-               gf->ticket,
+        g_info("%s: guest %s of ticket %" G_GUINT64_FORMAT ": %" G_GINT64_FORMAT
+               " clones running",
+               vm->name, gf->op, gf->ticket,
                json_object_get_int_member_with_default(o, "running", 0));
     }
     if (ret) {
@@ -862,7 +874,8 @@ static void op_create(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
     }
     if (!sfd_proc_alive(cp->server_pid, cp->server_starttime)) {
         g_warning("%s: checkpoint %" G_GUINT64_FORMAT ": its page server "
-                  "%d is gone", vm->name, cp->id, cp->server_pid);
+                  "%d is gone",
+                  vm->name, cp->id, cp->server_pid);
         answer(vm, req, "create-clones", EIO, 0, 0);
         return;
     }
@@ -967,8 +980,7 @@ static void op_exit(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d)
     }
     st = sn ? json_node_get_int(sn) : 0;
     if (vm->state != SFD_VM_RUNNING || a->exit_set) {
-        answer(vm, req, "exit", vm->state == SFD_VM_STARTING ? EBUSY
-                                                             : EALREADY,
+        answer(vm, req, "exit", vm->state == SFD_VM_STARTING ? EBUSY : EALREADY,
                0, 0);
         return;
     }
@@ -978,7 +990,7 @@ static void op_exit(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d)
     g_message("%s: the guest exits (%s %d)", vm->name, how_names[h],
               a->exit_status);
     guest_event(vm, req, "exit", 0, 0, 0);
-    sfd_vm_stop(vm);            /* on success the clone just ends */
+    sfd_vm_stop(vm); /* on success the clone just ends */
 }
 
 /* ---- checkpoint ---- */
@@ -999,13 +1011,14 @@ static SfdCheckpoint *cp_keep(CpOp *op, JsonObject *o)
     cp->request = op->request;
     cp->fork_id = json_object_get_int_member_with_default(o, "id", 0);
     cp->dir = g_strdup(op->dir);
-    cp->server_pid = json_object_get_int_member_with_default(o, "server-pid",
-                                                             0);
+    cp->server_pid =
+        json_object_get_int_member_with_default(o, "server-pid", 0);
     cp->server_starttime = sfd_proc_starttime(cp->server_pid);
     cp->next_qemu_id = 1;
     cp->generation = op->generation;
     JsonArray *ca = json_object_has_member(o, "clone-args")
-        ? json_object_get_array_member(o, "clone-args") : NULL;
+                        ? json_object_get_array_member(o, "clone-args")
+                        : NULL;
     cp->clone_args = g_new0(char *, (ca ? json_array_get_length(ca) : 0) + 1);
     for (guint i = 0; ca && i < json_array_get_length(ca); i++) {
         cp->clone_args[i] = g_strdup(json_array_get_string_element(ca, i));
@@ -1033,7 +1046,8 @@ static void cp_forked(SfdQmp *q, JsonNode *ret, const char *err,
     SfdVm *vm = op->vm;
     SfdAgent *a = agent_get(vm);
     JsonObject *o = !err && ret && JSON_NODE_HOLDS_OBJECT(ret)
-        ? json_node_get_object(ret) : NULL;
+                        ? json_node_get_object(ret)
+                        : NULL;
     SfdCheckpoint *cp;
 
     a->busy = FALSE;
@@ -1046,9 +1060,9 @@ static void cp_forked(SfdQmp *q, JsonNode *ret, const char *err,
         }
     } else if ((cp = cp_keep(op, o))) {
         g_ptr_array_add(a->checkpoints, cp);
-        g_message("%s: checkpoint %" G_GUINT64_FORMAT " (fork %"
-                  G_GUINT64_FORMAT ", page server %d)", vm->name, cp->id,
-                  cp->fork_id, cp->server_pid);
+        g_message("%s: checkpoint %" G_GUINT64_FORMAT
+                  " (fork %" G_GUINT64_FORMAT ", page server %d)",
+                  vm->name, cp->id, cp->fork_id, cp->server_pid);
         answer(vm, op->request, "checkpoint", 0, 0, cp->id);
     }
     sfd_vm_unref(op->vm);
@@ -1080,8 +1094,8 @@ static void op_checkpoint(SfdVm *vm, SfdAgent *a, guint32 req)
         answer(vm, req, "checkpoint", EIO, 0, 0);
         return;
     }
-    g_autofree char *tmpl = g_strdup_printf("%s/%s.cXXXXXX", sfd->run_dir,
-                                            vm->name);
+    g_autofree char *tmpl =
+        g_strdup_printf("%s/%s.cXXXXXX", sfd->run_dir, vm->name);
     if (!g_mkdtemp(tmpl)) {
         g_warning("%s: %s", tmpl, g_strerror(errno));
         answer(vm, req, "checkpoint", EIO, 0, 0);
@@ -1113,7 +1127,8 @@ static void note_rate_limited(SfdVm *vm, SfdAgent *a)
     }
     g_warning("%s: guest requests come too fast: %" G_GUINT64_FORMAT
               " refused (EAGAIN) since the last report, %" G_GUINT64_FORMAT
-              " in all", vm->name, n, a->rate_limited);
+              " in all",
+              vm->name, n, a->rate_limited);
     JsonObject *o = json_object_new();
     JsonNode *node = json_node_alloc();
     json_object_set_string_member(o, "vm", vm->name);
@@ -1144,7 +1159,7 @@ void sfd_agent_request(SfdVm *vm, JsonObject *data)
         return;
     }
     if (vm->state == SFD_VM_EXITED || vm->state == SFD_VM_STOPPING) {
-        return;                 /* ending: nobody to answer */
+        return; /* ending: nobody to answer */
     }
     if (!op) {
         answer(vm, req, op, EPROTO, 0, 0);
@@ -1199,7 +1214,7 @@ static void clone_ending(SfdVm *vm, SfdAgent *a)
     if (p && p->pid == a->parent_pid && p->agent) {
         SfdTicket *tk = sfd_tickets_find(&p->agent->tickets, a->ticket);
         if (tk && !sfd_ticket_member_ended(tk, a->member, status, how)) {
-            return;             /* already reported */
+            return; /* already reported */
         }
         if (p->state == SFD_VM_RUNNING) {
             JsonObject *o = json_object_new();
@@ -1212,8 +1227,9 @@ static void clone_ending(SfdVm *vm, SfdAgent *a)
         }
     }
     g_message("%s: clone %d of ticket %" G_GUINT64_FORMAT " of %s ended: "
-              "%s %d", vm->name, a->member, a->ticket,
-              a->parent ? a->parent : "?", how_names[how], status);
+              "%s %d",
+              vm->name, a->member, a->ticket, a->parent ? a->parent : "?",
+              how_names[how], status);
     JsonObject *o = json_object_new();
     JsonNode *n = json_node_alloc();
     json_object_set_string_member(o, "vm", a->parent ? a->parent : "");
@@ -1269,8 +1285,7 @@ JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail)
                                    sfd_tickets_count_unused(&a->tickets));
         json_object_set_int_member(o, "checkpoints", a->checkpoints->len);
         if (detail) {
-            static const char *const states[] = { "unused", "forking",
-                                                  "used" };
+            static const char *const states[] = { "unused", "forking", "used" };
             JsonArray *ta = json_array_new();
             for (guint i = 0; i < a->tickets.tickets->len; i++) {
                 SfdTicket *tk = a->tickets.tickets->pdata[i];
@@ -1278,11 +1293,9 @@ JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail)
                 JsonArray *ma = json_array_new();
                 json_object_set_int_member(to, "ticket", tk->id);
                 json_object_set_int_member(to, "granted", tk->granted);
-                json_object_set_string_member(to, "state",
-                                              states[tk->state]);
-                json_object_set_int_member(to, "age-s",
-                                           (now - tk->created_us) /
-                                           G_USEC_PER_SEC);
+                json_object_set_string_member(to, "state", states[tk->state]);
+                json_object_set_int_member(
+                    to, "age-s", (now - tk->created_us) / G_USEC_PER_SEC);
                 if (tk->checkpoint) {
                     json_object_set_int_member(to, "checkpoint",
                                                tk->checkpoint);
@@ -1308,14 +1321,14 @@ JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail)
             for (guint i = 0; i < a->checkpoints->len; i++) {
                 SfdCheckpoint *cp = a->checkpoints->pdata[i];
                 JsonObject *co = json_object_new();
-                g_autofree char *fid = g_strdup_printf("%" G_GUINT64_FORMAT,
-                                                       cp->fork_id);
+                g_autofree char *fid =
+                    g_strdup_printf("%" G_GUINT64_FORMAT, cp->fork_id);
                 json_object_set_int_member(co, "checkpoint", cp->id);
                 json_object_set_string_member(co, "fork-id", fid);
                 json_object_set_int_member(co, "server-pid", cp->server_pid);
                 json_object_set_int_member(co, "clones-left",
                                            SFD_AGENT_CHECKPOINT_CLONES -
-                                           cp->next_qemu_id + 1);
+                                               cp->next_qemu_id + 1);
                 json_array_add_object_element(ca, co);
             }
             json_object_set_array_member(o, "checkpoint-list", ca);

@@ -12,25 +12,25 @@
 #include <glib.h>
 
 /* Guest requests reaching sfd, per VM (QEMU limits the guest first). */
-#define SFD_AGENT_RATE 5.0              /* per second */
+#define SFD_AGENT_RATE  5.0 /* per second */
 #define SFD_AGENT_BURST 10.0
 /* Tickets granted but not used yet, per VM, and how long they last. */
-#define SFD_AGENT_MAX_UNUSED 4
+#define SFD_AGENT_MAX_UNUSED    4
 #define SFD_AGENT_TICKET_TTL_US (60 * G_USEC_PER_SEC)
 /* Tickets remembered per VM, used ones included (finished ones go
  * first when the table is full). */
 #define SFD_AGENT_MAX_TICKETS 128
 /* Checkpoints per VM: each keeps a page server and a frozen image. */
-#define SFD_AGENT_MAX_CHECKPOINTS 4
-#define SFD_AGENT_CHECKPOINT_CLONES 64  /* QEMU's most per fork */
+#define SFD_AGENT_MAX_CHECKPOINTS   4
+#define SFD_AGENT_CHECKPOINT_CLONES 64 /* QEMU's most per fork */
 /* Repeated complaints (rate limiting, failed replies) are logged at
  * most once per interval, with a count. */
 #define SFD_AGENT_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
 
 typedef struct SfdBucket {
     double tokens;
-    double rate;                /* tokens per second */
-    double burst;               /* most tokens held */
+    double rate;  /* tokens per second */
+    double burst; /* most tokens held */
     gint64 last_us;
 } SfdBucket;
 
@@ -40,15 +40,15 @@ gboolean sfd_bucket_take(SfdBucket *b, gint64 now_us);
 
 typedef enum {
     SFD_TICKET_UNUSED,
-    SFD_TICKET_FORKING,         /* its clone/create request is in flight */
+    SFD_TICKET_FORKING, /* its clone/create request is in flight */
     SFD_TICKET_USED,
 } SfdTicketState;
 
 typedef struct SfdTicketMember {
-    char *vm;                   /* the clone's sfd name */
+    char *vm; /* the clone's sfd name */
     gboolean ended;
     int status;
-    int how;                    /* SfAgentHow */
+    int how; /* SfAgentHow */
 } SfdTicketMember;
 
 typedef struct SfdTicket {
@@ -56,12 +56,12 @@ typedef struct SfdTicket {
     int granted;
     SfdTicketState state;
     gint64 created_us;
-    guint64 checkpoint;         /* used through create-clones, else 0 */
-    GPtrArray *members;         /* SfdTicketMember; [k-1] is clone-id k */
+    guint64 checkpoint; /* used through create-clones, else 0 */
+    GPtrArray *members; /* SfdTicketMember; [k-1] is clone-id k */
 } SfdTicket;
 
 typedef struct SfdTicketTable {
-    GPtrArray *tickets;         /* SfdTicket, oldest first */
+    GPtrArray *tickets; /* SfdTicket, oldest first */
     guint max_unused;
     guint max_total;
     gint64 ttl_us;

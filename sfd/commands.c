@@ -12,8 +12,8 @@
 #include "sfd.h"
 
 static const char *const event_names[] = {
-    "VM_STARTED", "VM_STOPPED", "FORK_DONE", "CLONE_STARTED",
-    "CLONE_EXITED", "CLONE_FAILED", "GUEST_REQUEST", "GUEST_RATE_LIMITED",
+    "VM_STARTED",         "VM_STOPPED",   "FORK_DONE",     "CLONE_STARTED",
+    "CLONE_EXITED",       "CLONE_FAILED", "GUEST_REQUEST", "GUEST_RATE_LIMITED",
     "GUEST_CLONE_EXITED", NULL,
 };
 
@@ -86,8 +86,7 @@ static void cmd_version(SfdRequest *req, JsonObject *args)
 static gboolean family_alive(const char *name)
 {
     return g_hash_table_contains(sfd->families, name) ||
-           g_hash_table_contains(sfd->vms, name) ||
-           sfd_clones_alive(name) > 0;
+           g_hash_table_contains(sfd->vms, name) || sfd_clones_alive(name) > 0;
 }
 
 static void cmd_define(SfdRequest *req, JsonObject *args)
@@ -101,7 +100,8 @@ static void cmd_define(SfdRequest *req, JsonObject *args)
         return;
     }
     if (family_alive(d->name)) {
-        sfd_request_error(req, "InvalidState", "%s or its clones are "
+        sfd_request_error(req, "InvalidState",
+                          "%s or its clones are "
                           "running: stop them before redefining it",
                           d->name);
         sfd_domain_free(d);
@@ -127,9 +127,8 @@ static void cmd_define(SfdRequest *req, JsonObject *args)
     JsonObject *o = json_object_new();
     json_object_set_string_member(o, "name", d->name);
     json_object_set_string_member(o, "uuid", d->uuid);
-    json_object_set_boolean_member(o, "replaced",
-                                   g_hash_table_contains(sfd->domains,
-                                                         d->name));
+    json_object_set_boolean_member(
+        o, "replaced", g_hash_table_contains(sfd->domains, d->name));
     g_hash_table_replace(sfd->domains, g_strdup(d->name), d);
     g_message("defined %s", d->name);
     sfd_request_return(req, obj_node(o));
@@ -144,8 +143,10 @@ static void cmd_undefine(SfdRequest *req, JsonObject *args)
         return;
     }
     if (family_alive(name)) {
-        sfd_request_error(req, "InvalidState", "%s or its clones are "
-                          "running", name);
+        sfd_request_error(req, "InvalidState",
+                          "%s or its clones are "
+                          "running",
+                          name);
         return;
     }
     sfd_state_drop_domain(name);
@@ -214,15 +215,18 @@ static void cmd_destroy(SfdRequest *req, JsonObject *args)
     vm->state = SFD_VM_STOPPING;
     wait_exit(req, vm);
     if (sfd_vm_kill(vm, SIGKILL) < 0) {
-        sfd_vm_exited(vm, -1);          /* already gone */
+        sfd_vm_exited(vm, -1); /* already gone */
     }
 }
 
 static void cmd_kill(SfdRequest *req, JsonObject *args)
 {
-    static const struct { const char *name; int sig; } sigs[] = {
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {
         { "KILL", SIGKILL }, { "TERM", SIGTERM }, { "INT", SIGINT },
-        { "HUP", SIGHUP }, { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 },
+        { "HUP", SIGHUP },   { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 },
         { "STOP", SIGSTOP }, { "CONT", SIGCONT },
     };
     const char *signame = arg_str(args, "signal");
@@ -240,17 +244,18 @@ static void cmd_kill(SfdRequest *req, JsonObject *args)
         }
     }
     if (sig < 0) {
-        sfd_request_error(req, "InvalidArgument", "kill: unknown signal "
+        sfd_request_error(req, "InvalidArgument",
+                          "kill: unknown signal "
                           "'%s' (KILL, TERM, INT, HUP, USR1, USR2, STOP, "
-                          "CONT)", signame);
+                          "CONT)",
+                          signame);
         return;
     }
     if (!(vm = need_vm(req, arg_str(args, "vm")))) {
         return;
     }
     if (sfd_vm_kill(vm, sig) < 0) {
-        sfd_request_error(req, "Failed", "%s: no process to signal",
-                          vm->name);
+        sfd_request_error(req, "Failed", "%s: no process to signal", vm->name);
         return;
     }
     JsonObject *o = json_object_new();
@@ -319,7 +324,7 @@ static JsonArray *clones_of(const char *domain)
             g_ptr_array_add(vms, vm);
         }
     }
-    g_ptr_array_sort(vms, by_name);     /* name is the first member */
+    g_ptr_array_sort(vms, by_name); /* name is the first member */
     for (guint i = 0; i < vms->len; i++) {
         json_array_add_element(a, sfd_vm_to_json(vms->pdata[i], TRUE));
     }
@@ -335,8 +340,7 @@ static void cmd_info(SfdRequest *req, JsonObject *args)
     JsonObject *o;
 
     if (!d && !vm) {
-        sfd_request_error(req, "NotFound", "no VM or clone named '%s'",
-                          name);
+        sfd_request_error(req, "NotFound", "no VM or clone named '%s'", name);
         return;
     }
     if (vm) {
@@ -378,8 +382,10 @@ static void cmd_fork(SfdRequest *req, JsonObject *args)
     SfdVm *vm;
 
     if (count < 1 || count > 64) {
-        sfd_request_error(req, "InvalidArgument", "fork: count must be "
-                          "1..64, not %" G_GINT64_FORMAT, count);
+        sfd_request_error(req, "InvalidArgument",
+                          "fork: count must be "
+                          "1..64, not %" G_GINT64_FORMAT,
+                          count);
         return;
     }
     if (!(vm = need_vm(req, name))) {
@@ -393,8 +399,7 @@ static void cmd_clones(SfdRequest *req, JsonObject *args)
     const char *name = arg_str(args, "vm");
     JsonNode *n;
 
-    if (!g_hash_table_contains(sfd->domains, name) &&
-        !sfd_vm_lookup(name)) {
+    if (!g_hash_table_contains(sfd->domains, name) && !sfd_vm_lookup(name)) {
         sfd_request_error(req, "NotFound", "no VM named '%s'", name);
         return;
     }
@@ -416,8 +421,10 @@ static void cmd_subscribe(SfdRequest *req, JsonObject *args)
             const char *e = json_array_get_string_element(a, i);
             if (!g_strv_contains(event_names, e)) {
                 g_autofree char *all = g_strjoinv(", ", (char **)event_names);
-                sfd_request_error(req, "InvalidArgument", "subscribe: "
-                                  "unknown event '%s' (%s)", e, all);
+                sfd_request_error(req, "InvalidArgument",
+                                  "subscribe: "
+                                  "unknown event '%s' (%s)",
+                                  e, all);
                 return;
             }
             g_strv_builder_add(sb, e);
@@ -436,31 +443,48 @@ static void cmd_subscribe(SfdRequest *req, JsonObject *args)
     sfd_request_return(req, obj_node(o));
 }
 
-#define VM_ARG { "vm", SFD_ARG_STRING, TRUE }
+#define VM_ARG                                                                 \
+    {                                                                          \
+        "vm", SFD_ARG_STRING, TRUE                                             \
+    }
 
 const SfdCommand sfd_commands[] = {
     { "help", cmd_help, { { 0 } }, "list the commands and their arguments" },
     { "version", cmd_version, { { 0 } }, "protocol and sfd version" },
-    { "define", cmd_define, { { "xml", SFD_ARG_STRING, TRUE }, { 0 } },
+    { "define",
+      cmd_define,
+      { { "xml", SFD_ARG_STRING, TRUE }, { 0 } },
       "define (or redefine) a domain from its XML" },
-    { "undefine", cmd_undefine, { VM_ARG, { 0 } },
+    { "undefine",
+      cmd_undefine,
+      { VM_ARG, { 0 } },
       "forget a domain that is not running" },
-    { "start", cmd_start, { VM_ARG, { 0 } },
+    { "start",
+      cmd_start,
+      { VM_ARG, { 0 } },
       "start a defined domain; answers once QEMU runs" },
-    { "stop", cmd_stop, { VM_ARG, { 0 } },
+    { "stop",
+      cmd_stop,
+      { VM_ARG, { 0 } },
       "stop a VM or clone (QEMU quits); answers once it has exited" },
-    { "destroy", cmd_destroy, { VM_ARG, { 0 } },
+    { "destroy",
+      cmd_destroy,
+      { VM_ARG, { 0 } },
       "kill a VM or clone at once; answers once it has exited" },
-    { "kill", cmd_kill, { VM_ARG, { "signal", SFD_ARG_STRING, FALSE },
-                          { 0 } },
+    { "kill",
+      cmd_kill,
+      { VM_ARG, { "signal", SFD_ARG_STRING, FALSE }, { 0 } },
       "send a signal (default KILL) to a VM's or clone's QEMU" },
     { "list", cmd_list, { { 0 } }, "domains, VMs and clones" },
     { "info", cmd_info, { VM_ARG, { 0 } }, "details of a VM or clone" },
-    { "fork", cmd_fork, { VM_ARG, { "count", SFD_ARG_INT, TRUE }, { 0 } },
+    { "fork",
+      cmd_fork,
+      { VM_ARG, { "count", SFD_ARG_INT, TRUE }, { 0 } },
       "fork a running VM into up to count clones <vm>-<id>" },
     { "clones", cmd_clones, { VM_ARG, { 0 } }, "the clones of a VM" },
-    { "subscribe", cmd_subscribe, { { "events", SFD_ARG_STRLIST, FALSE },
-                                    { 0 } },
+    { "subscribe",
+      cmd_subscribe,
+      { { "events", SFD_ARG_STRLIST, FALSE }, { 0 } },
       "receive events on this connection (all, or those listed)" },
     { NULL },
 };

@@ -110,10 +110,11 @@ static gboolean mac_valid(const char *s)
     int end = 0;
 
     if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3],
-               &b[4], &b[5], &end) != 6 || end != 17 || s[end]) {
+               &b[4], &b[5], &end) != 6 ||
+        end != 17 || s[end]) {
         return FALSE;
     }
-    return (b[0] & 1) == 0;             /* unicast */
+    return (b[0] & 1) == 0; /* unicast */
 }
 
 static gboolean parse_memory(Parse *p, xmlNode *n)
@@ -126,7 +127,7 @@ static gboolean parse_memory(Parse *p, xmlNode *n)
         return FALSE;
     }
     if (!unit || !strcmp(unit, "KiB") || !strcmp(unit, "k")) {
-        shift = 10;                     /* libvirt's default unit */
+        shift = 10; /* libvirt's default unit */
     } else if (!strcmp(unit, "MiB") || !strcmp(unit, "M")) {
         shift = 20;
     } else if (!strcmp(unit, "GiB") || !strcmp(unit, "G")) {
@@ -166,7 +167,7 @@ static gboolean parse_os(Parse *p, xmlNode *os)
         } else if (!strcmp(elname(c), "cmdline")) {
             slot = &d->cmdline;
         } else if (!strcmp(elname(c), "type")) {
-            continue;                   /* <type>hvm</type>, as libvirt */
+            continue; /* <type>hvm</type>, as libvirt */
         } else {
             return fail(p, "unknown element <os/%s>", elname(c));
         }
@@ -202,12 +203,16 @@ static gboolean parse_disk(Parse *p, xmlNode *n)
     SfdDisk *disk;
 
     if (!type || strcmp(type, "file")) {
-        return fail(p, "<devices/disk type='%s'>: only type='file' is "
-                       "supported", type ? type : "");
+        return fail(p,
+                    "<devices/disk type='%s'>: only type='file' is "
+                    "supported",
+                    type ? type : "");
     }
     if (device && strcmp(device, "disk")) {
-        return fail(p, "<devices/disk device='%s'>: only device='disk' is "
-                       "supported", device);
+        return fail(p,
+                    "<devices/disk device='%s'>: only device='disk' is "
+                    "supported",
+                    device);
     }
     disk = g_new0(SfdDisk, 1);
     g_ptr_array_add(p->d->disks, disk);
@@ -222,7 +227,7 @@ static gboolean parse_disk(Parse *p, xmlNode *n)
             disk->readonly = TRUE;
         } else if (!strcmp(elname(c), "target") ||
                    !strcmp(elname(c), "driver")) {
-            continue;                   /* always virtio, raw */
+            continue; /* always virtio, raw */
         } else {
             return fail(p, "unknown element <devices/disk/%s>", elname(c));
         }
@@ -244,8 +249,9 @@ static gboolean parse_interface(Parse *p, xmlNode *n)
         return fail(p, "only one <devices/interface> is supported");
     }
     if (!type || strcmp(type, "family")) {
-        return fail(p, "<devices/interface type='%s'>: only type='family' "
-                       "(the clone family network) is supported",
+        return fail(p,
+                    "<devices/interface type='%s'>: only type='family' "
+                    "(the clone family network) is supported",
                     type ? type : "");
     }
     p->d->has_interface = TRUE;
@@ -257,18 +263,18 @@ static gboolean parse_interface(Parse *p, xmlNode *n)
             g_free(p->d->mac);
             p->d->mac = attr(c, "address");
             if (!p->d->mac || !mac_valid(p->d->mac)) {
-                return fail(p, "<devices/interface/mac address='%s'> is not "
-                               "a unicast MAC address",
+                return fail(p,
+                            "<devices/interface/mac address='%s'> is not "
+                            "a unicast MAC address",
                             p->d->mac ? p->d->mac : "");
             }
             for (char *s = p->d->mac; *s; s++) {
                 *s = g_ascii_tolower(*s);
             }
         } else if (!strcmp(elname(c), "model")) {
-            continue;                   /* always virtio */
+            continue; /* always virtio */
         } else {
-            return fail(p, "unknown element <devices/interface/%s>",
-                        elname(c));
+            return fail(p, "unknown element <devices/interface/%s>", elname(c));
         }
     }
     return TRUE;
@@ -317,12 +323,16 @@ static gboolean parse_network(Parse *p, xmlNode *n)
     }
     guint32 a = ntohl(in.s_addr);
     if (!private_net(a)) {
-        return fail(p, "<sf:network address='%s'> must be in a private "
-                       "range (10/8, 172.16/12, 192.168/16)", addr);
+        return fail(p,
+                    "<sf:network address='%s'> must be in a private "
+                    "range (10/8, 172.16/12, 192.168/16)",
+                    addr);
     }
     if (a & ((1u << (32 - pfx)) - 1)) {
-        return fail(p, "<sf:network address='%s' prefix='%d'> has host bits "
-                       "set", addr, (int)pfx);
+        return fail(p,
+                    "<sf:network address='%s' prefix='%d'> has host bits "
+                    "set",
+                    addr, (int)pfx);
     }
     p->d->has_network = TRUE;
     p->d->net_addr = a;
@@ -347,8 +357,9 @@ static gboolean parse_sf_clone(Parse *p, xmlNode *n)
         }
         if (!is_sf(c)) {
             if (is_ours(c)) {
-                return fail(p, "unknown element <sf:clone/%s> (children of "
-                               "<sf:clone> are in the sf namespace)",
+                return fail(p,
+                            "unknown element <sf:clone/%s> (children of "
+                            "<sf:clone> are in the sf namespace)",
                             elname(c));
             }
             continue;
@@ -361,14 +372,15 @@ static gboolean parse_sf_clone(Parse *p, xmlNode *n)
             g_autofree char *en = attr(c, "enabled");
             g_autofree char *to = attr(c, "timeout");
             if (en && strcmp(en, "yes") && strcmp(en, "no")) {
-                return fail(p, "<sf:hooks enabled='%s'> must be yes or no",
-                            en);
+                return fail(p, "<sf:hooks enabled='%s'> must be yes or no", en);
             }
             p->d->hooks_enabled = !en || !strcmp(en, "yes");
             if (to) {
                 if (!parse_uint(to, 600, &v) || v == 0) {
-                    return fail(p, "<sf:hooks timeout='%s'> must be 1..600 "
-                                   "seconds", to);
+                    return fail(p,
+                                "<sf:hooks timeout='%s'> must be 1..600 "
+                                "seconds",
+                                to);
                 }
                 p->d->hook_timeout_s = v;
             }
@@ -413,7 +425,7 @@ static gboolean parse_root(Parse *p, xmlNode *root)
             continue;
         }
         if (!is_ours(c)) {
-            continue;                   /* a foreign namespace: not ours */
+            continue; /* a foreign namespace: not ours */
         }
         if (!strcmp(n, "name")) {
             if (d->name) {
@@ -423,8 +435,9 @@ static gboolean parse_root(Parse *p, xmlNode *root)
                 return FALSE;
             }
             if (!sfd_domain_name_valid(d->name)) {
-                return fail(p, "<name> '%s' must be 1..32 of "
-                               "[A-Za-z0-9_.-], not starting with . or -",
+                return fail(p,
+                            "<name> '%s' must be 1..32 of "
+                            "[A-Za-z0-9_.-], not starting with . or -",
                             d->name);
             }
         } else if (!strcmp(n, "uuid")) {
@@ -478,7 +491,7 @@ static gboolean parse_root(Parse *p, xmlNode *root)
         } else if (!strcmp(n, "metadata") || !strcmp(n, "description") ||
                    !strcmp(n, "title") || !strcmp(n, "on_poweroff") ||
                    !strcmp(n, "on_reboot") || !strcmp(n, "on_crash")) {
-            continue;                   /* informational, as in libvirt */
+            continue; /* informational, as in libvirt */
         } else {
             return fail(p, "unknown element <%s>", n);
         }
@@ -504,7 +517,8 @@ SfdDomain *sfd_domain_parse(const char *xml, gsize len, char **err)
     *err = NULL;
     if (len > SFD_DOMAIN_MAX_XML) {
         *err = g_strdup_printf("domain XML is %zu bytes, more than the "
-                               "%d allowed", len, SFD_DOMAIN_MAX_XML);
+                               "%d allowed",
+                               len, SFD_DOMAIN_MAX_XML);
         return NULL;
     }
     /* No DTD at all: no entity declarations to expand, nothing external
@@ -526,13 +540,12 @@ SfdDomain *sfd_domain_parse(const char *xml, gsize len, char **err)
     }
     doc = xmlCtxtReadMemory(ctxt, xml, len, "domain.xml", NULL,
                             XML_PARSE_NONET | XML_PARSE_NOERROR |
-                            XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
+                                XML_PARSE_NOWARNING | XML_PARSE_NOCDATA);
     if (!doc) {
         const xmlError *e = xmlCtxtGetLastError(ctxt);
-        *err = g_strdup_printf("domain XML is not well-formed: line %d: %s",
-                               e ? e->line : 0,
-                               e && e->message ? g_strstrip(e->message)
-                                               : "parse error");
+        *err = g_strdup_printf(
+            "domain XML is not well-formed: line %d: %s", e ? e->line : 0,
+            e && e->message ? g_strstrip(e->message) : "parse error");
         xmlFreeParserCtxt(ctxt);
         return NULL;
     }

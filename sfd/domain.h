@@ -39,8 +39,8 @@
 
 #include <glib.h>
 
-#define SFD_DOMAIN_NS "urn:snowflock:domain:1"
-#define SFD_DOMAIN_MAX_XML (1024 * 1024)
+#define SFD_DOMAIN_NS                 "urn:snowflock:domain:1"
+#define SFD_DOMAIN_MAX_XML            (1024 * 1024)
 #define SFD_DOMAIN_DEFAULT_MAX_CLONES 16
 
 typedef struct SfdDisk {
@@ -56,16 +56,16 @@ typedef struct SfdDomain {
     char *kernel;
     char *initrd;
     char *cmdline;
-    GPtrArray *disks;            /* SfdDisk */
+    GPtrArray *disks; /* SfdDisk */
     gboolean has_interface;
-    char *mac;                   /* NULL: derived by sfd */
+    char *mac; /* NULL: derived by sfd */
     int max_clones;
-    gboolean has_network;        /* <sf:network> given */
-    guint32 net_addr;            /* host byte order */
+    gboolean has_network; /* <sf:network> given */
+    guint32 net_addr;     /* host byte order */
     int net_prefix;
     gboolean hooks_enabled;
-    int hook_timeout_s;          /* 0: the daemon's default */
-    char *xml;                   /* the document exactly as the user wrote it */
+    int hook_timeout_s; /* 0: the daemon's default */
+    char *xml;          /* the document exactly as the user wrote it */
 } SfdDomain;
 
 /* Parse and validate; NULL with *err set to a message naming the part. */

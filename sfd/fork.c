@@ -45,7 +45,7 @@ typedef struct ForkOp {
     SfdDomain *d;
     int requested;
     char *origin;
-    GPtrArray *clones;          /* SfdVm, referenced */
+    GPtrArray *clones; /* SfdVm, referenced */
     guint hook_i;
     int pending;
     char *dir;
@@ -53,8 +53,8 @@ typedef struct ForkOp {
     gint64 pause_us;
     pid_t server_pid;
     GStrv clone_args;
-    guint32 generation;         /* the parent's fork number */
-    SfdForkGuest *guest;        /* NULL: a client's fork */
+    guint32 generation;  /* the parent's fork number */
+    SfdForkGuest *guest; /* NULL: a client's fork */
     gboolean forked_called;
     SfdForkDone done;
     gpointer opaque;
@@ -65,7 +65,7 @@ typedef struct CloneOp CloneOp;
 /* The serial conversation outlives the CloneOp by one loop iteration
  * (a line-I/O object is closed from the loop, not from its callback). */
 typedef struct SerialCtx {
-    CloneOp *co;                /* NULL once answered or abandoned */
+    CloneOp *co; /* NULL once answered or abandoned */
     SfdLineIO *io;
 } SerialCtx;
 
@@ -124,7 +124,7 @@ static void fork_abort(ForkOp *op, const char *cls, const char *err)
     for (guint i = 0; i < op->clones->len; i++) {
         SfdVm *c = op->clones->pdata[i];
         if (i < op->hook_i || op->hook_i == op->clones->len) {
-            sfd_vm_exited(c, -1);       /* runs its release hook */
+            sfd_vm_exited(c, -1); /* runs its release hook */
         } else if (g_hash_table_lookup(sfd->vms, c->name) == c) {
             c->state = SFD_VM_EXITED;
             g_hash_table_remove(sfd->vms, c->name);
@@ -148,7 +148,7 @@ static void fork_finish(ForkOp *op)
     json_builder_add_string_value(b, op->parent->name);
     g_autofree char *fid = g_strdup_printf("%" G_GUINT64_FORMAT, op->fork_id);
     json_builder_set_member_name(b, "fork-id");
-    json_builder_add_string_value(b, fid);  /* uint64: see sfd_vm_to_json */
+    json_builder_add_string_value(b, fid); /* uint64: see sfd_vm_to_json */
     json_builder_set_member_name(b, "origin");
     json_builder_add_string_value(b, op->origin);
     json_builder_set_member_name(b, "requested");
@@ -186,7 +186,7 @@ static void clone_done(CloneOp *co, const char *err)
     }
     if (co->serial) {
         co->serial->co = NULL;
-        sfd_lineio_close(co->serial->io);  /* serial_closed frees it */
+        sfd_lineio_close(co->serial->io); /* serial_closed frees it */
     }
     if (err) {
         g_warning("%s: %s", c->name, err);
@@ -203,8 +203,7 @@ static void clone_done(CloneOp *co, const char *err)
     } else {
         c->state = SFD_VM_RUNNING;
         sfd_state_save_vm(c);
-        sfd_hook_run("clone", c->name, "started", "begin", op->d, NULL,
-                     NULL);
+        sfd_hook_run("clone", c->name, "started", "begin", op->d, NULL, NULL);
         sfd_event("CLONE_STARTED", sfd_vm_to_json(c, FALSE));
     }
     g_free(co);
@@ -267,8 +266,8 @@ static void clone_configure_guest(CloneOp *co)
     g_strlcpy(sa.sun_path, c->serial_path, sizeof(sa.sun_path));
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        g_autofree char *m = g_strdup_printf("serial %s: %s", c->serial_path,
-                                             g_strerror(errno));
+        g_autofree char *m =
+            g_strdup_printf("serial %s: %s", c->serial_path, g_strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
@@ -287,8 +286,7 @@ static void clone_configure_guest(CloneOp *co)
         "echo \"@@SF\"\"NET $?@@\"\n",
         c->mac, c->ip, c->family->prefix);
     sfd_lineio_write(co->serial->io, cmd, strlen(cmd));
-    co->timer = g_timeout_add_seconds(SFD_SERIAL_TIMEOUT_S, serial_timeout,
-                                      co);
+    co->timer = g_timeout_add_seconds(SFD_SERIAL_TIMEOUT_S, serial_timeout, co);
 }
 
 static void clone_identity_done(SfdVm *c, const char *err, gpointer opaque)
@@ -308,7 +306,8 @@ static void clone_identity_done(SfdVm *c, const char *err, gpointer opaque)
         return;
     }
     g_warning("%s: identity through the guest agent failed (%s); "
-              "configuring it through its serial console", c->name, err);
+              "configuring it through its serial console",
+              c->name, err);
     if (c->family) {
         clone_configure_guest(co);
     } else {
@@ -322,15 +321,14 @@ static void clone_agent_info(SfdQmp *q, JsonNode *ret, const char *err,
     CloneOp *co = opaque;
     SfdVm *c = co->clone;
     JsonObject *o = !err && ret && JSON_NODE_HOLDS_OBJECT(ret)
-        ? json_node_get_object(ret) : NULL;
+                        ? json_node_get_object(ret)
+                        : NULL;
 
-    if (o && json_object_get_boolean_member_with_default(o, "present",
-                                                         FALSE) &&
+    if (o && json_object_get_boolean_member_with_default(o, "present", FALSE) &&
         json_object_get_boolean_member_with_default(o, "guest-connected",
                                                     FALSE)) {
-        sfd_agent_send_identity(c, 0, 0, c->guest_id,
-                                co->fork->generation, clone_identity_done,
-                                co);
+        sfd_agent_send_identity(c, 0, 0, c->guest_id, co->fork->generation,
+                                clone_identity_done, co);
         return;
     }
     /* No agent in the guest: the serial console is the fallback. */
@@ -350,8 +348,7 @@ static void clone_identify(CloneOp *co)
 
     if (g) {
         sfd_agent_send_identity(c, g->request, g->ticket, c->guest_id,
-                                co->fork->generation, clone_identity_done,
-                                co);
+                                co->fork->generation, clone_identity_done, co);
         return;
     }
     sfd_qmp_cmd(c->qmp, "query-sf-agent", NULL, clone_agent_info, co);
@@ -364,8 +361,8 @@ static void clone_mac(SfdQmp *q, JsonNode *ret, const char *err,
     SfdVm *c = co->clone;
 
     if (err || !ret || !JSON_NODE_HOLDS_VALUE(ret)) {
-        g_autofree char *m = g_strdup_printf("qom-get mac: %s",
-                                             err ? err : "no value");
+        g_autofree char *m =
+            g_strdup_printf("qom-get mac: %s", err ? err : "no value");
         clone_done(co, m);
         return;
     }
@@ -396,8 +393,7 @@ static void clone_attached(SfdVm *c, const char *err, gpointer opaque)
     sfd_qmp_cmd(c->qmp, "qom-get", args, clone_mac, co);
 }
 
-static void clone_start_hook_done(gboolean ok, const char *msg,
-                                  gpointer opaque)
+static void clone_start_hook_done(gboolean ok, const char *msg, gpointer opaque)
 {
     CloneOp *co = opaque;
     ForkOp *op = co->fork;
@@ -421,8 +417,7 @@ static void clone_start_hook_done(gboolean ok, const char *msg,
             /* The family decides the clone's MAC, not QEMU's default. */
             g_ptr_array_add(argv, g_strconcat(x, id, at + 10,
                                               c->family ? ",mac=" : "",
-                                              c->family ? c->mac : "",
-                                              NULL));
+                                              c->family ? c->mac : "", NULL));
         } else {
             g_ptr_array_add(argv, g_strdup(*a));
         }
@@ -459,8 +454,7 @@ static void clone_launch(ForkOp *op, SfdVm *c)
 }
 
 /* The fork exists (vm-fork answered, or a checkpoint's): launch. */
-static void fork_launch_all(ForkOp *op, int first_qemu_id,
-                            const char *fork_dir)
+static void fork_launch_all(ForkOp *op, int first_qemu_id, const char *fork_dir)
 {
     guint64 server_st = sfd_proc_starttime(op->server_pid);
 
@@ -491,24 +485,25 @@ static void fork_forked(SfdQmp *q, JsonNode *ret, const char *err,
     JsonObject *o;
 
     if (err || !ret || !JSON_NODE_HOLDS_OBJECT(ret)) {
-        g_autofree char *m = g_strdup_printf("vm-fork: %s",
-                                             err ? err : "bad answer");
+        g_autofree char *m =
+            g_strdup_printf("vm-fork: %s", err ? err : "bad answer");
         fork_abort(op, "Failed", m);
         return;
     }
     o = json_node_get_object(ret);
     op->fork_id = json_object_get_int_member_with_default(o, "id", 0);
-    op->server_pid = json_object_get_int_member_with_default(o, "server-pid",
-                                                             0);
+    op->server_pid =
+        json_object_get_int_member_with_default(o, "server-pid", 0);
     op->pause_us = json_object_get_int_member_with_default(o, "pause-us", 0);
     JsonArray *a = json_object_get_array_member(o, "clone-args");
     op->clone_args = g_new0(char *, json_array_get_length(a) + 1);
     for (guint i = 0; i < json_array_get_length(a); i++) {
         op->clone_args[i] = g_strdup(json_array_get_string_element(a, i));
     }
-    g_message("%s: fork %" G_GUINT64_FORMAT ": %u clones, paused %" 
-              G_GINT64_FORMAT " us, page server %d", op->parent->name,
-              op->fork_id, op->clones->len, op->pause_us, op->server_pid);
+    g_message("%s: fork %" G_GUINT64_FORMAT
+              ": %u clones, paused %" G_GINT64_FORMAT " us, page server %d",
+              op->parent->name, op->fork_id, op->clones->len, op->pause_us,
+              op->server_pid);
     fork_launch_all(op, 1, op->dir);
 }
 
@@ -520,8 +515,8 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
         /* hook_i already counts the clone whose hook failed: it too
          * gets its release hook. */
         SfdVm *c = op->clones->pdata[op->hook_i - 1];
-        g_autofree char *m = g_strdup_printf("prepare hook of %s: %s",
-                                             c->name, msg);
+        g_autofree char *m =
+            g_strdup_printf("prepare hook of %s: %s", c->name, msg);
         fork_abort(op, "HookFailed", m);
         return;
     }
@@ -543,16 +538,16 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
         op->clone_args = g_strdupv(g->clone_args);
         op->generation = g->generation;
         g_message("%s: %u clones from checkpoint fork %" G_GUINT64_FORMAT
-                  ", clone ids from %d", op->parent->name, op->clones->len,
-                  op->fork_id, g->first_qemu_id);
+                  ", clone ids from %d",
+                  op->parent->name, op->clones->len, op->fork_id,
+                  g->first_qemu_id);
         fork_launch_all(op, g->first_qemu_id, g->dir);
         return;
     }
-    g_autofree char *tmpl = g_strdup_printf("%s/%s.fXXXXXX", sfd->run_dir,
-                                            op->parent->name);
+    g_autofree char *tmpl =
+        g_strdup_printf("%s/%s.fXXXXXX", sfd->run_dir, op->parent->name);
     if (!g_mkdtemp(tmpl)) {
-        g_autofree char *m = g_strdup_printf("%s: %s", tmpl,
-                                             g_strerror(errno));
+        g_autofree char *m = g_strdup_printf("%s: %s", tmpl, g_strerror(errno));
         fork_abort(op, "Failed", m);
         return;
     }
@@ -566,15 +561,14 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
     sfd_qmp_cmd(op->parent->qmp, "vm-fork", args, fork_forked, op);
 }
 
-void sfd_fork(SfdVm *parent, int count, const char *origin,
-              SfdForkDone done, gpointer opaque)
+void sfd_fork(SfdVm *parent, int count, const char *origin, SfdForkDone done,
+              gpointer opaque)
 {
     sfd_fork_ex(parent, count, origin, NULL, done, opaque);
 }
 
 void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
-                 const SfdForkGuest *guest, SfdForkDone done,
-                 gpointer opaque)
+                 const SfdForkGuest *guest, SfdForkDone done, gpointer opaque)
 {
     SfdDomain *d = g_hash_table_lookup(sfd->domains, parent->domain);
     int vm_left, host_left, m, id = 0;
@@ -582,8 +576,10 @@ void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
     ForkOp *op;
 
     if (parent->clone_id) {
-        done(NULL, "InvalidState", "forking a clone is not supported; fork "
-             "its domain", opaque);
+        done(NULL, "InvalidState",
+             "forking a clone is not supported; fork "
+             "its domain",
+             opaque);
         return;
     }
     if (parent->state != SFD_VM_RUNNING || !parent->qmp || !d) {
@@ -596,8 +592,10 @@ void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
     }
     for (guint i = 0; i < d->disks->len; i++) {
         if (!((SfdDisk *)d->disks->pdata[i])->readonly) {
-            done(NULL, "InvalidState", "the domain has a writable disk: "
-                 "clones would share it; mark it <readonly/>", opaque);
+            done(NULL, "InvalidState",
+                 "the domain has a writable disk: "
+                 "clones would share it; mark it <readonly/>",
+                 opaque);
             return;
         }
     }
@@ -651,11 +649,12 @@ void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
         g_ptr_array_add(op->clones, sfd_vm_ref(c));
     }
     if (op->clones->len == 0) {
-        fork_abort(op, "QuotaExceeded", "no free clone address left on the "
+        fork_abort(op, "QuotaExceeded",
+                   "no free clone address left on the "
                    "family network");
         return;
     }
-    g_info("%s: fork of %d requested by %s, %u granted", d->name, count,
-           origin, op->clones->len);
+    g_info("%s: fork of %d requested by %s, %u granted", d->name, count, origin,
+           op->clones->len);
     fork_prepare_next(TRUE, NULL, op);
 }

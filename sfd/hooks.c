@@ -107,7 +107,7 @@ static gboolean hook_timeout(gpointer data)
     g_warning("hook %s: timed out after %d s, killing it", h->desc,
               h->timeout_s);
     if (h->pid > 0) {
-        kill(-h->pid, SIGKILL);         /* its children too */
+        kill(-h->pid, SIGKILL); /* its children too */
     }
     g_cancellable_cancel(h->cancel);
     return G_SOURCE_REMOVE;
@@ -137,8 +137,8 @@ static void hook_wait_done(GObject *src, GAsyncResult *res, gpointer data)
         g_free(msg);
         msg = g_strdup_printf("hook %s failed with status %d", h->desc,
                               g_subprocess_get_if_exited(h->proc)
-                              ? g_subprocess_get_exit_status(h->proc)
-                              : 128 + g_subprocess_get_term_sig(h->proc));
+                                  ? g_subprocess_get_exit_status(h->proc)
+                                  : 128 + g_subprocess_get_term_sig(h->proc));
     }
     hook_finish(h, FALSE, msg);
 }
@@ -158,8 +158,8 @@ static void hook_output_done(GObject *src, GAsyncResult *res, gpointer data)
         for (char **l = lines; *l; l++) {
             g_message("hook %s: %s", h->desc, *l);
         }
-        g_object_set_data_full(G_OBJECT(h->proc), "sfd-output",
-                               g_strdup(text), g_free);
+        g_object_set_data_full(G_OBJECT(h->proc), "sfd-output", g_strdup(text),
+                               g_free);
     }
     /* Output ended (or the timeout cancelled it): now the exit. */
     g_subprocess_wait_async(h->proc, NULL, hook_wait_done, h);
@@ -183,8 +183,8 @@ void sfd_hook_run(const char *object, const char *name, const char *op,
     h->desc = g_strdup_printf("%s %s %s %s", object, name, op, subop);
     h->done = done;
     h->opaque = opaque;
-    h->timeout_s = d && d->hook_timeout_s ? d->hook_timeout_s
-                                          : sfd->hook_timeout_s;
+    h->timeout_s =
+        d && d->hook_timeout_s ? d->hook_timeout_s : sfd->hook_timeout_s;
     h->cancel = g_cancellable_new();
     g_info("hook %s", h->desc);
 
@@ -211,11 +211,10 @@ void sfd_hook_run(const char *object, const char *name, const char *op,
     }
     g_subprocess_launcher_set_child_setup(l, hook_setup, NULL, NULL);
     g_subprocess_launcher_setenv(l, "SFD_SOCKET", sfd->socket_path, TRUE);
-    h->proc = g_subprocess_launcher_spawn(l, &err, path, name, op, subop,
-                                          NULL);
+    h->proc = g_subprocess_launcher_spawn(l, &err, path, name, op, subop, NULL);
     if (!h->proc) {
-        g_autofree char *m = g_strdup_printf("hook %s: %s", h->desc,
-                                             err->message);
+        g_autofree char *m =
+            g_strdup_printf("hook %s: %s", h->desc, err->message);
         g_warning("%s", m);
         h->done = NULL;
         hook_answer_later(FALSE, m, done, opaque);
@@ -224,6 +223,6 @@ void sfd_hook_run(const char *object, const char *name, const char *op,
     }
     h->pid = atoi(g_subprocess_get_identifier(h->proc));
     h->timer = g_timeout_add_seconds(h->timeout_s, hook_timeout, h);
-    g_subprocess_communicate_async(h->proc, NULL, h->cancel,
-                                   hook_output_done, h);
+    g_subprocess_communicate_async(h->proc, NULL, h->cancel, hook_output_done,
+                                   h);
 }

@@ -16,7 +16,7 @@ struct SfdLineIO {
     gsize max_line, max_out;
     GString *in;
     GString *out;
-    gboolean discarding;     /* inside an overlong line */
+    gboolean discarding; /* inside an overlong line */
     gboolean closed;
     guint in_watch, out_watch, close_idle;
     SfdLineFunc on_line;
@@ -70,7 +70,7 @@ static void lineio_dispatch(SfdLineIO *io)
         gsize len = nl - io->in->str;
         *nl = '\0';
         if (io->discarding) {
-            io->discarding = FALSE;         /* end of the overlong line */
+            io->discarding = FALSE; /* end of the overlong line */
         } else if (len > io->max_line) {
             io->on_line(io, "", 0, TRUE, io->opaque);
         } else {
@@ -105,7 +105,7 @@ static gboolean lineio_readable(int fd, GIOCondition cond, gpointer data)
         if (n < 0 && errno == EAGAIN) {
             return G_SOURCE_CONTINUE;
         }
-        io->in_watch = 0;           /* EOF or error: this source ends */
+        io->in_watch = 0; /* EOF or error: this source ends */
         sfd_lineio_close(io);
         return G_SOURCE_REMOVE;
     }
@@ -152,7 +152,7 @@ int sfd_lineio_write(SfdLineIO *io, const char *data, gsize len)
         return -EPIPE;
     }
     if (io->out->len + len > io->max_out) {
-        sfd_lineio_close(io);       /* a peer that does not read */
+        sfd_lineio_close(io); /* a peer that does not read */
         return -ENOBUFS;
     }
     g_string_append_len(io->out, data, len);
@@ -181,8 +181,8 @@ SfdLineIO *sfd_lineio_new(int fd, gsize max_line, gsize max_out,
     io->on_line = on_line;
     io->on_closed = on_closed;
     io->opaque = opaque;
-    io->in_watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                 lineio_readable, io);
+    io->in_watch =
+        g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, lineio_readable, io);
     return io;
 }
 

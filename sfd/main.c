@@ -43,11 +43,12 @@ static GLogWriterOutput log_writer(GLogLevelFlags level,
             msg = fields[i].value;
         }
     }
-    lv = level & G_LOG_LEVEL_ERROR ? "error" :
-         level & G_LOG_LEVEL_CRITICAL ? "critical" :
-         level & G_LOG_LEVEL_WARNING ? "warning" :
-         level & G_LOG_LEVEL_MESSAGE ? "notice" :
-         level & G_LOG_LEVEL_INFO ? "info" : "debug";
+    lv = level & G_LOG_LEVEL_ERROR      ? "error"
+         : level & G_LOG_LEVEL_CRITICAL ? "critical"
+         : level & G_LOG_LEVEL_WARNING  ? "warning"
+         : level & G_LOG_LEVEL_MESSAGE  ? "notice"
+         : level & G_LOG_LEVEL_INFO     ? "info"
+                                        : "debug";
     fprintf(stderr, "sfd: %s: %s\n", lv, msg ? msg : "");
     return G_LOG_WRITER_HANDLED;
 }
@@ -68,15 +69,15 @@ static void sd_notify(const char *state)
     }
     strcpy(sa.sun_path, path);
     if (path[0] == '@') {
-        sa.sun_path[0] = '\0';          /* abstract namespace */
+        sa.sun_path[0] = '\0'; /* abstract namespace */
     }
     len = offsetof(struct sockaddr_un, sun_path) + strlen(path);
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return;
     }
-    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
-               (struct sockaddr *)&sa, len) < 0) {
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               len) < 0) {
         g_warning("sd_notify: %s", g_strerror(errno));
     }
     close(fd);
@@ -120,12 +121,12 @@ int main(int argc, char **argv)
           "live clones allowed on this host (default 64)", "N" },
         { "hook-timeout", 0, 0, G_OPTION_ARG_INT, &hook_timeout,
           "seconds a hook may run (default 30)", "S" },
-        { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose,
-          "debug messages too", NULL },
+        { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "debug messages too",
+          NULL },
         { NULL },
     };
-    g_autoptr(GOptionContext) ctx = g_option_context_new(
-        "- the snowflock host daemon");
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- the snowflock host daemon");
     int lockfd;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -142,11 +143,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     sfd = g_new0(Sfd, 1);
-    sfd->socket_path = g_strdup(socket_path ? socket_path
-                                            : "/run/snowflock/sfd.sock");
+    sfd->socket_path =
+        g_strdup(socket_path ? socket_path : "/run/snowflock/sfd.sock");
     sfd->state_dir = g_strdup(state_dir ? state_dir : "/var/lib/snowflock");
-    sfd->hooks_dir = g_strdup(hooks_dir ? hooks_dir
-                                        : "/etc/snowflock/hooks");
+    sfd->hooks_dir = g_strdup(hooks_dir ? hooks_dir : "/etc/snowflock/hooks");
     sfd->qemu = g_strdup(qemu ? qemu : g_getenv("SFD_QEMU") ?: SFD_DEFAULT_QEMU);
     sfd->max_clones = max_clones;
     sfd->hook_timeout_s = hook_timeout;
@@ -177,7 +177,8 @@ int main(int argc, char **argv)
     if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
         g_critical("%s: %s", lock_path,
                    errno == EWOULDBLOCK ? "another sfd uses this state "
-                                          "directory" : g_strerror(errno));
+                                          "directory"
+                                        : g_strerror(errno));
         return 1;
     }
 
@@ -191,8 +192,8 @@ int main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, on_quit_signal, NULL);
     g_unix_signal_add(SIGINT, on_quit_signal, NULL);
     g_message("sfd %s listening on %s (state %s, hooks %s, %u domains, "
-              "%u VMs adopted, interfaces sf*-%s*)", SFD_VERSION,
-              sfd->socket_path, sfd->state_dir, sfd->hooks_dir,
+              "%u VMs adopted, interfaces sf*-%s*)",
+              SFD_VERSION, sfd->socket_path, sfd->state_dir, sfd->hooks_dir,
               g_hash_table_size(sfd->domains), g_hash_table_size(sfd->vms),
               sfd->tag);
     sd_notify("READY=1");

@@ -44,8 +44,7 @@ static gboolean run_ip(char **err, const char *first, ...)
     va_end(ap);
     g_ptr_array_add(argv, NULL);
     gboolean ok = g_spawn_sync(NULL, (char **)argv->pdata, NULL,
-                               G_SPAWN_SEARCH_PATH |
-                               G_SPAWN_STDOUT_TO_DEV_NULL,
+                               G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
                                NULL, NULL, NULL, &out, &status, &e) &&
                   g_spawn_check_wait_status(status, NULL);
     if (!ok && err) {
@@ -60,7 +59,8 @@ static gboolean run_ip(char **err, const char *first, ...)
 static void no_ipv6(const char *ifname)
 {
     g_autofree char *p = g_strdup_printf("/proc/sys/net/ipv6/conf/%s/"
-                                         "disable_ipv6", ifname);
+                                         "disable_ipv6",
+                                         ifname);
 
     g_file_set_contents(p, "1", 1, NULL);
 }
@@ -86,8 +86,8 @@ static gboolean index_used(int index)
     return FALSE;
 }
 
-SfdFamily *sfd_family_adopt(const char *domain, int index,
-                            const char *bridge, guint32 net, int prefix)
+SfdFamily *sfd_family_adopt(const char *domain, int index, const char *bridge,
+                            guint32 net, int prefix)
 {
     SfdFamily *f = g_hash_table_lookup(sfd->families, domain);
 
@@ -133,9 +133,9 @@ SfdFamily *sfd_family_get(SfdDomain *d, char **err)
     }
     g_info("family %s: bridge %s", d->name, bridge);
     return sfd_family_adopt(d->name, index, bridge,
-                            d->has_network ? d->net_addr
-                                           : (10u << 24 | 77u << 16 |
-                                              (guint32)index << 8),
+                            d->has_network
+                                ? d->net_addr
+                                : (10u << 24 | 77u << 16 | (guint32)index << 8),
                             d->has_network ? d->net_prefix : 24);
 }
 
@@ -239,8 +239,8 @@ void sfd_net_sweep(void)
         g_hash_table_iter_init(&it, sfd->families);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
             SfdFamily *f = v;
-            g_autofree char *tprefix = g_strdup_printf("sft-%s%02x-",
-                                                       sfd->tag, f->index);
+            g_autofree char *tprefix =
+                g_strdup_printf("sft-%s%02x-", sfd->tag, f->index);
             if (!strcmp(n, f->bridge)) {
                 claimed = TRUE;
             } else if (g_str_has_prefix(n, tprefix)) {

@@ -29,21 +29,21 @@
 #include "sfd.h"
 #include "lineio.h"
 
-#define SFD_MAX_LINE (4 * 1024 * 1024)
-#define SFD_MAX_OUT (16 * 1024 * 1024)
+#define SFD_MAX_LINE    (4 * 1024 * 1024)
+#define SFD_MAX_OUT     (16 * 1024 * 1024)
 #define SFD_MAX_CLIENTS 256
 
 typedef struct SfdClient {
     int refs;
     gboolean gone;
     SfdLineIO *io;
-    GStrv events;           /* subscribed events; {"*"} for all */
+    GStrv events; /* subscribed events; {"*"} for all */
     gboolean subscribed;
 } SfdClient;
 
 struct SfdRequest {
     SfdClient *client;
-    JsonNode *id;           /* NULL when the request had none */
+    JsonNode *id; /* NULL when the request had none */
     char *command;
 };
 
@@ -130,8 +130,7 @@ void sfd_request_return(SfdRequest *req, JsonNode *ret)
     request_free(req);
 }
 
-void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt,
-                       ...)
+void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt, ...)
 {
     va_list ap;
     g_autofree char *desc = NULL;
@@ -162,9 +161,10 @@ void sfd_event(const char *name, JsonNode *data)
 
     g_info("event %s", name);
     json_object_set_string_member(o, "event", name);
-    json_object_set_member(o, "data", data ? data :
-                           json_node_init_object(json_node_alloc(),
-                                                 json_object_new()));
+    json_object_set_member(
+        o, "data",
+        data ? data
+             : json_node_init_object(json_node_alloc(), json_object_new()));
     json_object_set_int_member(ts, "seconds", now / G_USEC_PER_SEC);
     json_object_set_int_member(ts, "microseconds", now % G_USEC_PER_SEC);
     json_object_set_object_member(o, "timestamp", ts);
@@ -175,8 +175,8 @@ void sfd_event(const char *name, JsonNode *data)
     for (GList *l = server->clients; l; l = l->next) {
         SfdClient *c = l->data;
         if (c->subscribed &&
-            (!c->events || g_strv_contains((const char *const *)c->events,
-                                           name))) {
+            (!c->events ||
+             g_strv_contains((const char *const *)c->events, name))) {
             send_node(c, n);
         }
     }
@@ -239,11 +239,9 @@ char *sfd_args_check(const SfdArgSpec *spec, JsonObject *args)
             s++;
         }
         if (!s->name) {
-            return g_strdup_printf("unknown argument '%s'",
-                                   (char *)l->data);
+            return g_strdup_printf("unknown argument '%s'", (char *)l->data);
         }
-        if (!node_has_type(json_object_get_member(args, l->data),
-                           s->type)) {
+        if (!node_has_type(json_object_get_member(args, l->data), s->type)) {
             return g_strdup_printf("argument '%s' must be %s", s->name,
                                    type_name(s->type));
         }
@@ -271,17 +269,18 @@ static void client_line(SfdLineIO *io, const char *line, gsize len,
 
     if (overlong) {
         g_autofree char *m = g_strdup_printf("line longer than %d bytes: "
-                                             "discarded", SFD_MAX_LINE);
+                                             "discarded",
+                                             SFD_MAX_LINE);
         send_error(c, "LineTooLong", m, NULL);
         return;
     }
     if (!*g_strstrip((char *)line)) {
-        return;                                 /* blank line */
+        return; /* blank line */
     }
     parser = json_parser_new_immutable();
     if (!json_parser_load_from_data(parser, line, -1, &err)) {
-        g_autofree char *m = g_strdup_printf("malformed JSON: %s",
-                                             err->message);
+        g_autofree char *m =
+            g_strdup_printf("malformed JSON: %s", err->message);
         send_error(c, "ParseError", m, NULL);
         return;
     }
@@ -326,13 +325,11 @@ static void client_line(SfdLineIO *io, const char *line, gsize len,
     }
     argn = json_object_get_member(o, "arguments");
     if (argn && !JSON_NODE_HOLDS_OBJECT(argn)) {
-        send_error(c, "InvalidArgument", "'arguments' must be an object",
-                   id);
+        send_error(c, "InvalidArgument", "'arguments' must be an object", id);
         return;
     }
-    g_autoptr(JsonObject) args = argn ? json_object_ref(
-                                     json_node_get_object(argn))
-                                      : json_object_new();
+    g_autoptr(JsonObject) args =
+        argn ? json_object_ref(json_node_get_object(argn)) : json_object_new();
     if ((bad = sfd_args_check(cmd->args, args))) {
         g_autofree char *m = g_strdup_printf("%s: %s", cmd->name, bad);
         send_error(c, "InvalidArgument", m, id);

@@ -99,7 +99,8 @@ static void qmp_line(SfdLineIO *io, const char *line, gsize len,
     }
     if (json_object_has_member(o, "event")) {
         JsonObject *data = json_object_has_member(o, "data")
-            ? json_object_get_object_member(o, "data") : NULL;
+                               ? json_object_get_object_member(o, "data")
+                               : NULL;
         if (q->event) {
             q->event(q, json_object_get_string_member(o, "event"), data,
                      q->opaque);
@@ -108,7 +109,8 @@ static void qmp_line(SfdLineIO *io, const char *line, gsize len,
     }
     /* An answer: QEMU answers in order, but match the id anyway. */
     gint64 id = json_object_has_member(o, "id")
-        ? json_object_get_int_member(o, "id") : -1;
+                    ? json_object_get_int_member(o, "id")
+                    : -1;
     for (GList *l = q->pending.head; l; l = l->next) {
         Pending *p = l->data;
         if (p->id != id) {
@@ -117,11 +119,12 @@ static void qmp_line(SfdLineIO *io, const char *line, gsize len,
         g_queue_delete_link(&q->pending, l);
         if (json_object_has_member(o, "error")) {
             JsonObject *e = json_object_get_object_member(o, "error");
-            p->reply(q, NULL, json_object_get_string_member_with_default(
-                         e, "desc", "QMP error"), p->opaque);
-        } else {
-            p->reply(q, json_object_get_member(o, "return"), NULL,
+            p->reply(q, NULL,
+                     json_object_get_string_member_with_default(e, "desc",
+                                                                "QMP error"),
                      p->opaque);
+        } else {
+            p->reply(q, json_object_get_member(o, "return"), NULL, p->opaque);
         }
         g_free(p);
         return;
@@ -169,8 +172,8 @@ static gboolean qmp_try_connect(gpointer data)
         close(fd);
     }
     if (g_get_monotonic_time() > q->deadline) {
-        g_autofree char *m = g_strdup_printf("QMP %s: %s", q->path,
-                                             g_strerror(e));
+        g_autofree char *m =
+            g_strdup_printf("QMP %s: %s", q->path, g_strerror(e));
         q->retry = 0;
         q->ready_sent = TRUE;
         q->closed = TRUE;
@@ -181,8 +184,7 @@ static gboolean qmp_try_connect(gpointer data)
 }
 
 SfdQmp *sfd_qmp_connect(const char *path, int timeout_ms, SfdQmpReady ready,
-                        SfdQmpEvent event, SfdQmpClosed closed,
-                        gpointer opaque)
+                        SfdQmpEvent event, SfdQmpClosed closed, gpointer opaque)
 {
     SfdQmp *q = g_new0(SfdQmp, 1);
 

@@ -36,24 +36,30 @@ typedef struct Cmd {
     const char *name;
     const char *args;
     const char *help;
-    int min, max;               /* positional arguments */
+    int min, max; /* positional arguments */
 } Cmd;
 
 static const Cmd cmds[] = {
-    { "define", "FILE.xml", "define (or redefine) a domain from an XML "
-      "file ('-' reads stdin)", 1, 1 },
+    { "define", "FILE.xml",
+      "define (or redefine) a domain from an XML "
+      "file ('-' reads stdin)",
+      1, 1 },
     { "undefine", "VM", "forget a domain that is not running", 1, 1 },
     { "start", "VM", "start a defined domain", 1, 1 },
     { "stop", "VM", "stop a VM or clone (QEMU quits) and wait for it", 1, 1 },
     { "destroy", "VM", "kill a VM or clone at once and wait for it", 1, 1 },
-    { "kill", "VM [SIGNAL]", "send a signal (default KILL) to a VM or "
-      "clone", 1, 2 },
+    { "kill", "VM [SIGNAL]",
+      "send a signal (default KILL) to a VM or "
+      "clone",
+      1, 2 },
     { "list", "", "domains, VMs and clones", 0, 0 },
     { "info", "VM", "details of a domain, VM or clone", 1, 1 },
     { "fork", "VM N", "fork a running VM into up to N clones", 2, 2 },
     { "clones", "VM", "the clones of a VM", 1, 1 },
-    { "events", "[EVENT...]", "print events as they happen (--count N "
-      "stops after N)", 0, 16 },
+    { "events", "[EVENT...]",
+      "print events as they happen (--count N "
+      "stops after N)",
+      0, 16 },
     { "version", "", "sfd's version and protocol", 0, 0 },
     { NULL },
 };
@@ -271,16 +277,19 @@ static void print_table(JsonArray *a)
     for (guint i = 0; i < json_array_get_length(a); i++) {
         JsonObject *o = json_array_get_object_element(a, i);
         gint64 pid = json_object_get_int_member_with_default(o, "pid", 0);
-        g_autofree char *pids = pid ? g_strdup_printf("%" G_GINT64_FORMAT,
-                                                      pid) : g_strdup("-");
-        JsonObject *ag = json_object_has_member(o, "agent") &&
-            JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "agent"))
-            ? json_object_get_object_member(o, "agent") : NULL;
-        g_autofree char *agent = ag ? g_strdup_printf(
-            "%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT,
-            json_object_get_int_member_with_default(ag, "requests", 0),
-            json_object_get_int_member_with_default(ag, "refused", 0))
-            : g_strdup("-");
+        g_autofree char *pids =
+            pid ? g_strdup_printf("%" G_GINT64_FORMAT, pid) : g_strdup("-");
+        JsonObject *ag =
+            json_object_has_member(o, "agent") &&
+                    JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "agent"))
+                ? json_object_get_object_member(o, "agent")
+                : NULL;
+        g_autofree char *agent =
+            ag ? g_strdup_printf(
+                     "%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT,
+                     json_object_get_int_member_with_default(ag, "requests", 0),
+                     json_object_get_int_member_with_default(ag, "refused", 0))
+               : g_strdup("-");
         printf("%-20s %-6s %-9s %-8s %-15s %-17s %s\n", s_or(o, "name", "?"),
                s_or(o, "kind", "?"), s_or(o, "state", "?"), pids,
                s_or(o, "ip", "-"), s_or(o, "mac", "-"), agent);
@@ -302,7 +311,7 @@ static void print_object(JsonObject *o, const char *indent)
                 JSON_NODE_HOLDS_OBJECT(json_array_get_element(a, 0))) {
                 JsonObject *first = json_array_get_object_element(a, 0);
                 if (json_object_has_member(first, "kind")) {
-                    print_table(a);     /* VMs */
+                    print_table(a); /* VMs */
                     continue;
                 }
                 g_autofree char *in4 = g_strconcat(in2, "  ", NULL);
@@ -320,7 +329,8 @@ static void print_object(JsonObject *o, const char *indent)
             GValue v = G_VALUE_INIT;
             json_node_get_value(n, &v);
             g_autofree char *s = G_VALUE_HOLDS_STRING(&v)
-                ? g_value_dup_string(&v) : g_strdup_value_contents(&v);
+                                     ? g_value_dup_string(&v)
+                                     : g_strdup_value_contents(&v);
             printf("%s%s: %s\n", indent, (char *)l->data, s);
             g_value_unset(&v);
         }
@@ -371,10 +381,11 @@ static int run_events(char **names, int n)
             g_autoptr(GList) keys = d ? json_object_get_members(d) : NULL;
             for (GList *l = keys; l; l = l->next) {
                 JsonNode *v = json_object_get_member(d, l->data);
-                g_autofree char *s = JSON_NODE_HOLDS_VALUE(v) &&
-                    json_node_get_value_type(v) == G_TYPE_STRING
-                    ? g_strdup(json_node_get_string(v))
-                    : json_to_string(v, FALSE);
+                g_autofree char *s =
+                    JSON_NODE_HOLDS_VALUE(v) &&
+                            json_node_get_value_type(v) == G_TYPE_STRING
+                        ? g_strdup(json_node_get_string(v))
+                        : json_to_string(v, FALSE);
                 printf(" %s=%s", (char *)l->data, s);
             }
             printf("\n");
@@ -413,10 +424,11 @@ int main(int argc, char **argv)
                 socket_path = v;
             } else {
                 guint64 x;
-                if (!g_ascii_string_to_unsigned(v, 10, 1, 1000000, &x,
-                                                NULL)) {
-                    fprintf(stderr, "sfctl: %s: not a positive number: "
-                                    "%s\n", a, v);
+                if (!g_ascii_string_to_unsigned(v, 10, 1, 1000000, &x, NULL)) {
+                    fprintf(stderr,
+                            "sfctl: %s: not a positive number: "
+                            "%s\n",
+                            a, v);
                     return EX_USAGE;
                 }
                 if (!strcmp(a, "--count")) {
@@ -442,8 +454,7 @@ int main(int argc, char **argv)
     for (c = cmds; c->name && strcmp(c->name, pos->pdata[0]); c++) {
     }
     if (!c->name) {
-        fprintf(stderr, "sfctl: unknown command '%s'\n",
-                (char *)pos->pdata[0]);
+        fprintf(stderr, "sfctl: unknown command '%s'\n", (char *)pos->pdata[0]);
         usage(stderr, NULL);
         return EX_USAGE;
     }
@@ -482,8 +493,8 @@ int main(int argc, char **argv)
         json_object_set_string_member(o, "xml", xml);
     } else if (!strcmp(c->name, "fork")) {
         gint64 n;
-        if (!g_ascii_string_to_signed(args[1], 10, G_MININT32, G_MAXINT32,
-                                      &n, NULL)) {
+        if (!g_ascii_string_to_signed(args[1], 10, G_MININT32, G_MAXINT32, &n,
+                                      NULL)) {
             fprintf(stderr, "sfctl: fork: N must be a number, not '%s'\n",
                     args[1]);
             return EX_USAGE;
@@ -500,8 +511,8 @@ int main(int argc, char **argv)
     }
 
     connect_sfd();
-    g_autofree char *greeting = read_line(g_get_monotonic_time() +
-                                          (gint64)timeout_s * 1000000);
+    g_autofree char *greeting =
+        read_line(g_get_monotonic_time() + (gint64)timeout_s * 1000000);
     if (!greeting || !strstr(greeting, "\"SFD\"")) {
         die(EX_PROTO, "%s does not speak the sfd protocol", socket_path);
     }
@@ -517,8 +528,7 @@ int main(int argc, char **argv)
         print_json(r);
         return EX_OK;
     }
-    JsonObject *ro = JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r)
-                                               : NULL;
+    JsonObject *ro = JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
     if (!strcmp(c->name, "list") || !strcmp(c->name, "clones")) {
         print_table(json_node_get_array(r));
     } else if (!strcmp(c->name, "define")) {
@@ -531,15 +541,15 @@ int main(int argc, char **argv)
                s_or(ro, "name", "?"), json_object_get_int_member(ro, "pid"),
                s_or(ro, "ip", "-"), s_or(ro, "mac", "-"));
     } else if (!strcmp(c->name, "stop") || !strcmp(c->name, "destroy")) {
-        printf("%s %s\n", c->name[0] == 's' ? "stopped" : "destroyed",
-               args[0]);
+        printf("%s %s\n", c->name[0] == 's' ? "stopped" : "destroyed", args[0]);
     } else if (!strcmp(c->name, "kill")) {
-        printf("signal %" G_GINT64_FORMAT " sent to %s (pid %"
-               G_GINT64_FORMAT ")\n", json_object_get_int_member(ro, "signal"),
-               s_or(ro, "name", "?"), json_object_get_int_member(ro, "pid"));
+        printf("signal %" G_GINT64_FORMAT " sent to %s (pid %" G_GINT64_FORMAT
+               ")\n",
+               json_object_get_int_member(ro, "signal"), s_or(ro, "name", "?"),
+               json_object_get_int_member(ro, "pid"));
     } else if (!strcmp(c->name, "fork")) {
-        printf("%s: fork %s: %" G_GINT64_FORMAT " of %"
-               G_GINT64_FORMAT " clones granted, %" G_GINT64_FORMAT
+        printf("%s: fork %s: %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT
+               " clones granted, %" G_GINT64_FORMAT
                " running, parent paused %" G_GINT64_FORMAT " us\n",
                s_or(ro, "vm", "?"), s_or(ro, "fork-id", "?"),
                json_object_get_int_member(ro, "granted"),

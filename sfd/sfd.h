@@ -30,7 +30,7 @@
 
 #include "domain.h"
 
-#define SFD_PROTOCOL_VERSION 1
+#define SFD_PROTOCOL_VERSION        1
 #define SFD_MAX_HOST_CLONES_DEFAULT 64
 
 typedef struct SfdQmp SfdQmp;
@@ -41,12 +41,12 @@ typedef struct SfdAgent SfdAgent;
 typedef void (*SfdVmDone)(SfdVm *vm, const char *err, gpointer opaque);
 
 typedef struct SfdFamily {
-    char *domain;           /* the parent domain's name */
-    int index;              /* 1..254, unique on this host's sfd */
+    char *domain; /* the parent domain's name */
+    int index;    /* 1..254, unique on this host's sfd */
     char *bridge;
-    guint32 net;            /* network address, host byte order */
+    guint32 net; /* network address, host byte order */
     int prefix;
-    int members;            /* VMs with a tap on the bridge */
+    int members; /* VMs with a tap on the bridge */
 } SfdFamily;
 
 typedef enum {
@@ -58,26 +58,26 @@ typedef enum {
 
 struct SfdVm {
     int refs;
-    char *name;             /* domain name, or <domain>-<id> for a clone */
-    char *domain;           /* the domain (the parent's, for a clone) */
-    int clone_id;           /* sfd's clone id, 0 for a parent */
-    int qemu_clone_id;      /* the id vm-fork granted it (1..N per fork) */
-    int guest_id;           /* its sf_id(): 1..m within its fork or ticket */
+    char *name;        /* domain name, or <domain>-<id> for a clone */
+    char *domain;      /* the domain (the parent's, for a clone) */
+    int clone_id;      /* sfd's clone id, 0 for a parent */
+    int qemu_clone_id; /* the id vm-fork granted it (1..N per fork) */
+    int guest_id;      /* its sf_id(): 1..m within its fork or ticket */
     guint64 fork_id;
     SfdVmState state;
     pid_t pid;
-    guint64 starttime;      /* /proc/PID/stat field 22: guards pid reuse */
-    pid_t server_pid;       /* clone: its fork's page server */
+    guint64 starttime; /* /proc/PID/stat field 22: guards pid reuse */
+    pid_t server_pid;  /* clone: its fork's page server */
     guint64 server_starttime;
     char *qmp_path, *serial_path, *log_path;
     char *tap, *mac, *ip;
     gboolean net_configured;
-    SfdFamily *family;      /* NULL: no interface */
-    GStrv machine;          /* parent: machine options shared with clones */
-    char *failure;          /* why a clone failed (SF_CLONE_FAILED) */
-    gint64 started_at;      /* wall clock, seconds */
-    gboolean adopted;       /* taken over from a previous sfd */
-    gboolean spawned;       /* a QEMU process was started for it */
+    SfdFamily *family; /* NULL: no interface */
+    GStrv machine;     /* parent: machine options shared with clones */
+    char *failure;     /* why a clone failed (SF_CLONE_FAILED) */
+    gint64 started_at; /* wall clock, seconds */
+    gboolean adopted;  /* taken over from a previous sfd */
+    gboolean spawned;  /* a QEMU process was started for it */
     guint stop_timer;
     SfdVmDone attach_done;
     gpointer attach_opaque;
@@ -86,30 +86,30 @@ struct SfdVm {
     int pidfd;
     guint pidfd_watch;
     guint child_watch;
-    int forks;              /* parent: vm-fork calls so far */
-    char *fork_dir;         /* clone: its fork's directory */
-    GList *exit_waiters;    /* SfdRequest answered when the VM has exited */
-    SfdAgent *agent;        /* guest requests (agent.c), NULL until used */
+    int forks;           /* parent: vm-fork calls so far */
+    char *fork_dir;      /* clone: its fork's directory */
+    GList *exit_waiters; /* SfdRequest answered when the VM has exited */
+    SfdAgent *agent;     /* guest requests (agent.c), NULL until used */
 };
 
 typedef struct Sfd {
     char *socket_path;
     char *state_dir;
     char *hooks_dir;
-    char *run_dir;          /* <state>/run: per-VM records and sockets */
-    char *domains_dir;      /* <state>/domains: defined XML */
+    char *run_dir;     /* <state>/run: per-VM records and sockets */
+    char *domains_dir; /* <state>/domains: defined XML */
     char *qemu;
-    char *tag;              /* 4 hex digits naming this sfd's interfaces */
+    char *tag; /* 4 hex digits naming this sfd's interfaces */
     int hook_timeout_s;
-    int max_clones;         /* per host */
-    GHashTable *domains;    /* name -> SfdDomain */
-    GHashTable *vms;        /* name -> SfdVm, running parents and clones */
-    GHashTable *families;   /* domain name -> SfdFamily */
+    int max_clones;       /* per host */
+    GHashTable *domains;  /* name -> SfdDomain */
+    GHashTable *vms;      /* name -> SfdVm, running parents and clones */
+    GHashTable *families; /* domain name -> SfdFamily */
     SfdServer *server;
     GMainLoop *loop;
 } Sfd;
 
-extern Sfd *sfd;            /* one daemon per process */
+extern Sfd *sfd; /* one daemon per process */
 
 /* proto.c */
 typedef enum {
@@ -130,11 +130,11 @@ typedef void (*SfdCommandFunc)(SfdRequest *req, JsonObject *args);
 typedef struct SfdCommand {
     const char *name;
     SfdCommandFunc fn;
-    SfdArgSpec args[6];     /* ends at name == NULL */
+    SfdArgSpec args[6]; /* ends at name == NULL */
     const char *help;
 } SfdCommand;
 
-extern const SfdCommand sfd_commands[];   /* commands.c */
+extern const SfdCommand sfd_commands[]; /* commands.c */
 
 SfdServer *sfd_server_new(const char *path, int mode, char **err);
 void sfd_server_free(SfdServer *s);
@@ -143,8 +143,8 @@ char *sfd_args_check(const SfdArgSpec *spec, JsonObject *args);
 /* Answer a request (takes ownership of ret); the request is freed.  A
  * request whose client left is answered into the void. */
 void sfd_request_return(SfdRequest *req, JsonNode *ret);
-void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt,
-                       ...) G_GNUC_PRINTF(3, 4);
+void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
 void sfd_request_subscribe(SfdRequest *req, GStrv events);
 /* Send an event to every subscribed client (takes ownership of data). */
 void sfd_event(const char *name, JsonNode *data);
@@ -163,7 +163,7 @@ gboolean sfd_vm_set_paths(SfdVm *vm, char **err);
 int sfd_vm_spawn(SfdVm *vm, GPtrArray *argv, char **err);
 /* Connect QMP, then call done (err NULL on success). */
 void sfd_vm_attach(SfdVm *vm, SfdVmDone done, gpointer opaque);
-void sfd_vm_stop(SfdVm *vm);            /* QMP quit, SIGTERM fallback */
+void sfd_vm_stop(SfdVm *vm); /* QMP quit, SIGTERM fallback */
 int sfd_vm_kill(SfdVm *vm, int sig);
 SfdVm *sfd_vm_new(const char *name, const char *domain);
 SfdVm *sfd_vm_ref(SfdVm *vm);
@@ -186,13 +186,13 @@ typedef void (*SfdForkDone)(JsonNode *ret, const char *cls, const char *err,
                             gpointer opaque);
 /* Grant m <= count clones of vm within its and the host's limits, fork
  * and launch them.  origin is "client" or "guest" (a ticket request). */
-void sfd_fork(SfdVm *parent, int count, const char *origin,
-              SfdForkDone done, gpointer opaque);
+void sfd_fork(SfdVm *parent, int count, const char *origin, SfdForkDone done,
+              gpointer opaque);
 int sfd_clones_alive(const char *domain);
 
 /* A fork a guest asked for (agent.c). */
 typedef struct SfdForkGuest {
-    guint32 request;        /* answered in each clone by its identity */
+    guint32 request; /* answered in each clone by its identity */
     guint64 ticket;
     /* From a checkpoint (clone_args != NULL): no vm-fork, launch from
      * this fork with QEMU clone ids first_qemu_id.. */
@@ -208,8 +208,7 @@ typedef struct SfdForkGuest {
                    const char *cls, const char *err, gpointer opaque);
 } SfdForkGuest;
 void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
-                 const SfdForkGuest *guest, SfdForkDone done,
-                 gpointer opaque);
+                 const SfdForkGuest *guest, SfdForkDone done, gpointer opaque);
 
 /* agent.c */
 /* An SF_AGENT_REQUEST event from vm's QEMU. */
@@ -236,8 +235,8 @@ char *sfd_net_tap_add(SfdFamily *f, int member, char **err);
 void sfd_net_tap_del(SfdFamily *f, const char *tap);
 /* Drop the family (and its bridge) when it has no members left. */
 void sfd_family_put(SfdFamily *f);
-SfdFamily *sfd_family_adopt(const char *domain, int index,
-                            const char *bridge, guint32 net, int prefix);
+SfdFamily *sfd_family_adopt(const char *domain, int index, const char *bridge,
+                            guint32 net, int prefix);
 char *sfd_net_ip(SfdFamily *f, int member);
 char *sfd_net_parent_mac(SfdFamily *f);
 char *sfd_net_clone_mac(SfdFamily *f, int clone_id);

@@ -29,7 +29,8 @@ int sfd_state_write_json(const char *path, JsonNode *node, char **err)
 
     if (!g_file_set_contents_full(path, s, -1,
                                   G_FILE_SET_CONTENTS_CONSISTENT |
-                                  G_FILE_SET_CONTENTS_DURABLE, 0600, &e)) {
+                                      G_FILE_SET_CONTENTS_DURABLE,
+                                  0600, &e)) {
         *err = g_strdup(e->message);
         return -EIO;
     }
@@ -62,10 +63,14 @@ void sfd_state_save_vm(SfdVm *vm)
     g_autofree char *err = NULL;
 
     json_builder_begin_object(b);
-#define STR(k, v) if (v) { json_builder_set_member_name(b, k); \
-                           json_builder_add_string_value(b, v); }
-#define INT(k, v) json_builder_set_member_name(b, k); \
-                  json_builder_add_int_value(b, v);
+#define STR(k, v)                                                              \
+    if (v) {                                                                   \
+        json_builder_set_member_name(b, k);                                    \
+        json_builder_add_string_value(b, v);                                   \
+    }
+#define INT(k, v)                                                              \
+    json_builder_set_member_name(b, k);                                        \
+    json_builder_add_int_value(b, v);
     STR("name", vm->name);
     STR("domain", vm->domain);
     INT("clone-id", vm->clone_id);
@@ -138,7 +143,8 @@ int sfd_state_save_domain(SfdDomain *d, char **err)
 
     if (!g_file_set_contents_full(path, d->xml, -1,
                                   G_FILE_SET_CONTENTS_CONSISTENT |
-                                  G_FILE_SET_CONTENTS_DURABLE, 0600, &e)) {
+                                      G_FILE_SET_CONTENTS_DURABLE,
+                                  0600, &e)) {
         *err = g_strdup(e->message);
         return -EIO;
     }

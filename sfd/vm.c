@@ -32,8 +32,9 @@
 #include "sfd.h"
 #include "qmp.h"
 
-#define SFD_DEFAULT_CMDLINE "console=ttyS0 quiet nokaslr no_timer_check panic=-1"
-#define SFD_STOP_GRACE_S 15
+#define SFD_DEFAULT_CMDLINE                                                    \
+    "console=ttyS0 quiet nokaslr no_timer_check panic=-1"
+#define SFD_STOP_GRACE_S   15
 #define SFD_QMP_TIMEOUT_MS 30000
 
 SfdVm *sfd_vm_new(const char *name, const char *domain)
@@ -124,11 +125,16 @@ JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail)
     g_autoptr(JsonBuilder) b = json_builder_new();
 
     json_builder_begin_object(b);
-#define STR(k, v) json_builder_set_member_name(b, k); \
-                  if (v) { json_builder_add_string_value(b, v); } \
-                  else { json_builder_add_null_value(b); }
-#define INT(k, v) json_builder_set_member_name(b, k); \
-                  json_builder_add_int_value(b, v);
+#define STR(k, v)                                                              \
+    json_builder_set_member_name(b, k);                                        \
+    if (v) {                                                                   \
+        json_builder_add_string_value(b, v);                                   \
+    } else {                                                                   \
+        json_builder_add_null_value(b);                                        \
+    }
+#define INT(k, v)                                                              \
+    json_builder_set_member_name(b, k);                                        \
+    json_builder_add_int_value(b, v);
     STR("name", vm->name);
     STR("kind", vm->clone_id ? "clone" : "domain");
     STR("domain", vm->domain);
@@ -140,8 +146,8 @@ JsonNode *sfd_vm_to_json(SfdVm *vm, gboolean detail)
         INT("clone-id", vm->clone_id);
         /* QEMU's fork ids are 64-bit unsigned: JSON integers here are
          * signed 64-bit, so the id travels as a decimal string. */
-        g_autofree char *fid = g_strdup_printf("%" G_GUINT64_FORMAT,
-                                               vm->fork_id);
+        g_autofree char *fid =
+            g_strdup_printf("%" G_GUINT64_FORMAT, vm->fork_id);
         STR("fork-id", fid);
     }
     if (vm->failure) {
@@ -194,12 +200,12 @@ gboolean sfd_vm_set_paths(SfdVm *vm, char **err)
     g_free(vm->serial_path);
     g_free(vm->log_path);
     vm->qmp_path = g_strdup_printf("%s/%s.qmp", sfd->run_dir, vm->name);
-    vm->serial_path = g_strdup_printf("%s/%s.serial", sfd->run_dir,
-                                      vm->name);
+    vm->serial_path = g_strdup_printf("%s/%s.serial", sfd->run_dir, vm->name);
     vm->log_path = g_strdup_printf("%s/%s.log", sfd->run_dir, vm->name);
     if (strlen(vm->serial_path) >= sizeof(sa.sun_path)) {
         *err = g_strdup_printf("%s: the state directory's path is too long "
-                               "for unix sockets", vm->serial_path);
+                               "for unix sockets",
+                               vm->serial_path);
         return FALSE;
     }
     return TRUE;
@@ -210,40 +216,43 @@ GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append)
 {
     GPtrArray *a = g_ptr_array_new();
 
-#define ADD(...) do { const char *_v[] = { __VA_ARGS__ }; \
-                      for (size_t _i = 0; _i < G_N_ELEMENTS(_v); _i++) { \
-                          g_ptr_array_add(a, g_strdup(_v[_i])); } } while (0)
+#define ADD(...)                                                               \
+    do {                                                                       \
+        const char *_v[] = { __VA_ARGS__ };                                    \
+        for (size_t _i = 0; _i < G_N_ELEMENTS(_v); _i++) {                     \
+            g_ptr_array_add(a, g_strdup(_v[_i]));                              \
+        }                                                                      \
+    } while (0)
     ADD("-M", "microvm");
     g_ptr_array_add(a, g_strdup("-m"));
     g_ptr_array_add(a, g_strdup_printf("%" G_GUINT64_FORMAT, d->memory_mib));
     g_ptr_array_add(a, g_strdup("-smp"));
     g_ptr_array_add(a, g_strdup_printf("%d", d->vcpu));
-    ADD("-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-        "-nodefaults", "-no-user-config", "-display", "none",
-        "-global", "virtio-mmio.force-legacy=false",
-        "-kernel", d->kernel);
+    ADD("-L", "/usr/share/seabios", "-L", "/usr/share/qemu", "-nodefaults",
+        "-no-user-config", "-display", "none", "-global",
+        "virtio-mmio.force-legacy=false", "-kernel", d->kernel);
     if (d->initrd) {
         ADD("-initrd", d->initrd);
     }
     /* sf-agent-port: the guest agent's channel (docs/guest-api.md). */
-    ADD("-append", append, "-device", "virtio-serial-device",
-        "-device", "sf-agent-port");
+    ADD("-append", append, "-device", "virtio-serial-device", "-device",
+        "sf-agent-port");
     for (guint i = 0; i < d->disks->len; i++) {
         SfdDisk *disk = d->disks->pdata[i];
         g_ptr_array_add(a, g_strdup("-drive"));
-        g_ptr_array_add(a, g_strdup_printf(
-                            "file=%s,if=none,id=disk%u,format=raw%s",
-                            disk->file, i,
-                            disk->readonly ? ",readonly=on" : ""));
+        g_ptr_array_add(
+            a, g_strdup_printf("file=%s,if=none,id=disk%u,format=raw%s",
+                               disk->file, i,
+                               disk->readonly ? ",readonly=on" : ""));
         g_ptr_array_add(a, g_strdup("-device"));
-        g_ptr_array_add(a, g_strdup_printf("virtio-blk-device,drive=disk%u",
-                                           i));
+        g_ptr_array_add(a,
+                        g_strdup_printf("virtio-blk-device,drive=disk%u", i));
     }
     if (mac) {
         g_ptr_array_add(a, g_strdup("-device"));
-        g_ptr_array_add(a, g_strdup_printf(
-                            "virtio-net-device,id=net0,netdev=n0,mac=%s",
-                            mac));
+        g_ptr_array_add(
+            a,
+            g_strdup_printf("virtio-net-device,id=net0,netdev=n0,mac=%s", mac));
     }
 #undef ADD
     g_ptr_array_add(a, NULL);
@@ -262,17 +271,19 @@ GPtrArray *sfd_vm_argv(SfdVm *vm, GStrv machine)
     g_ptr_array_add(a, g_strdup("-name"));
     g_ptr_array_add(a, g_strdup(vm->name));
     g_ptr_array_add(a, g_strdup("-qmp"));
-    g_ptr_array_add(a, g_strdup_printf("unix:%s,server=on,wait=off",
-                                       vm->qmp_path));
+    g_ptr_array_add(
+        a, g_strdup_printf("unix:%s,server=on,wait=off", vm->qmp_path));
     g_ptr_array_add(a, g_strdup("-chardev"));
     g_ptr_array_add(a, g_strdup_printf("socket,id=ser0,path=%s,server=on,"
-                                       "wait=off", vm->serial_path));
+                                       "wait=off",
+                                       vm->serial_path));
     g_ptr_array_add(a, g_strdup("-serial"));
     g_ptr_array_add(a, g_strdup("chardev:ser0"));
     if (vm->tap) {
         g_ptr_array_add(a, g_strdup("-netdev"));
         g_ptr_array_add(a, g_strdup_printf("tap,id=n0,ifname=%s,script=no,"
-                                           "downscript=no", vm->tap));
+                                           "downscript=no",
+                                           vm->tap));
     }
     return a;
 }
@@ -280,8 +291,7 @@ GPtrArray *sfd_vm_argv(SfdVm *vm, GStrv machine)
 static void vm_child_exited(GPid pid, gint status, gpointer data)
 {
     SfdVm *vm = data;
-    int st = WIFEXITED(status) ? WEXITSTATUS(status)
-                               : 128 + WTERMSIG(status);
+    int st = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 
     vm->child_watch = 0;
     g_spawn_close_pid(pid);
@@ -299,21 +309,20 @@ static gboolean vm_pidfd_ready(int fd, GIOCondition cond, gpointer data)
 
 static void vm_child_setup(gpointer data)
 {
-    setsid();                   /* outlive sfd, and its terminal */
+    setsid(); /* outlive sfd, and its terminal */
 }
 
 int sfd_vm_spawn(SfdVm *vm, GPtrArray *argv, char **err)
 {
     g_autoptr(GError) e = NULL;
-    g_auto(GStrv) env = g_environ_setenv(g_get_environ(), "G_SLICE",
-                                         "always-malloc", TRUE);
+    g_auto(GStrv) env =
+        g_environ_setenv(g_get_environ(), "G_SLICE", "always-malloc", TRUE);
     int logfd;
     GPid pid;
 
     unlink(vm->qmp_path);
     unlink(vm->serial_path);
-    logfd = open(vm->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                 0600);
+    logfd = open(vm->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (logfd < 0) {
         *err = g_strdup_printf("%s: %s", vm->log_path, g_strerror(errno));
         return -errno;
@@ -321,17 +330,13 @@ int sfd_vm_spawn(SfdVm *vm, GPtrArray *argv, char **err)
     if (argv->len == 0 || argv->pdata[argv->len - 1] != NULL) {
         g_ptr_array_add(argv, NULL);
     }
-    if (!g_spawn_async_with_pipes_and_fds(NULL,
-                                          (const char *const *)argv->pdata,
-                                          (const char *const *)env,
-                                          G_SPAWN_DO_NOT_REAP_CHILD |
-                                          G_SPAWN_STDIN_FROM_DEV_NULL,
-                                          vm_child_setup, NULL, -1, logfd,
-                                          logfd, NULL, NULL, 0, &pid, NULL,
-                                          NULL, NULL, &e)) {
+    if (!g_spawn_async_with_pipes_and_fds(
+            NULL, (const char *const *)argv->pdata, (const char *const *)env,
+            G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL,
+            vm_child_setup, NULL, -1, logfd, logfd, NULL, NULL, 0, &pid, NULL,
+            NULL, NULL, &e)) {
         close(logfd);
-        *err = g_strdup_printf("cannot start %s: %s", sfd->qemu,
-                               e->message);
+        *err = g_strdup_printf("cannot start %s: %s", sfd->qemu, e->message);
         return -ENOEXEC;
     }
     close(logfd);
@@ -357,7 +362,7 @@ static void vm_qmp_event(SfdQmp *q, const char *name, JsonObject *data,
     if (!strcmp(name, "SF_CLONE_FAILED") && data) {
         g_free(vm->failure);
         vm->failure = g_strdup(json_object_get_string_member_with_default(
-                                   data, "reason", "clone failed"));
+            data, "reason", "clone failed"));
         g_warning("%s: %s", vm->name, vm->failure);
     } else if (!strcmp(name, "SF_CLONE_COMPLETE")) {
         g_info("%s: every page present", vm->name);
@@ -390,8 +395,8 @@ void sfd_vm_attach(SfdVm *vm, SfdVmDone done, gpointer opaque)
 {
     vm->attach_done = done;
     vm->attach_opaque = opaque;
-    vm->qmp = sfd_qmp_connect(vm->qmp_path, SFD_QMP_TIMEOUT_MS,
-                              vm_qmp_ready, vm_qmp_event, vm_qmp_closed, vm);
+    vm->qmp = sfd_qmp_connect(vm->qmp_path, SFD_QMP_TIMEOUT_MS, vm_qmp_ready,
+                              vm_qmp_event, vm_qmp_closed, vm);
 }
 
 int sfd_vm_kill(SfdVm *vm, int sig)
@@ -433,8 +438,8 @@ void sfd_vm_stop(SfdVm *vm)
         sfd_vm_kill(vm, SIGTERM);
     }
     if (!vm->stop_timer) {
-        vm->stop_timer = g_timeout_add_seconds(SFD_STOP_GRACE_S,
-                                               vm_stop_timeout, vm);
+        vm->stop_timer =
+            g_timeout_add_seconds(SFD_STOP_GRACE_S, vm_stop_timeout, vm);
     }
 }
 
@@ -451,8 +456,8 @@ void sfd_fork_dir_remove(const char *path)
     if (g_file_get_contents(cp, &rec, NULL, NULL)) {
         pid_t pid = 0;
         guint64 st = 0;
-        if (sscanf(rec, "%d %" G_GUINT64_FORMAT, &pid, &st) == 2 &&
-            pid > 0 && st && sfd_proc_alive(pid, st)) {
+        if (sscanf(rec, "%d %" G_GUINT64_FORMAT, &pid, &st) == 2 && pid > 0 &&
+            st && sfd_proc_alive(pid, st)) {
             g_info("%s: stopping checkpoint page server %d", path, pid);
             kill(pid, SIGKILL);
         }
@@ -479,15 +484,14 @@ static void fork_release(SfdVm *clone)
     g_hash_table_iter_init(&it, sfd->vms);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         SfdVm *o = v;
-        if (o != clone && o->fork_dir && !strcmp(o->fork_dir,
-                                                 clone->fork_dir)) {
+        if (o != clone && o->fork_dir &&
+            !strcmp(o->fork_dir, clone->fork_dir)) {
             return;
         }
     }
     if (clone->server_pid &&
         sfd_proc_alive(clone->server_pid, clone->server_starttime)) {
-        g_info("%s: stopping page server %d", clone->name,
-               clone->server_pid);
+        g_info("%s: stopping page server %d", clone->name, clone->server_pid);
         kill(clone->server_pid, SIGKILL);
     }
     sfd_fork_dir_remove(clone->fork_dir);
@@ -498,8 +502,8 @@ static void vm_release_hook(gboolean ok, const char *msg, gpointer opaque)
     SfdVm *vm = opaque;
     SfdDomain *d = g_hash_table_lookup(sfd->domains, vm->domain);
 
-    sfd_hook_run(vm->clone_id ? "clone" : "domain", vm->name, "release",
-                 "end", d, NULL, NULL);
+    sfd_hook_run(vm->clone_id ? "clone" : "domain", vm->name, "release", "end",
+                 d, NULL, NULL);
     sfd_vm_unref(vm);
 }
 
@@ -514,7 +518,7 @@ void sfd_vm_exited(SfdVm *vm, int status)
     }
     sfd_agent_vm_exiting(vm);
     vm->state = SFD_VM_EXITED;
-    sfd_vm_ref(vm);                     /* until the release hook ran */
+    sfd_vm_ref(vm); /* until the release hook ran */
     if (vm->spawned) {
         g_message("%s: QEMU %d exited with status %d", vm->name, vm->pid,
                   status);
@@ -536,14 +540,14 @@ void sfd_vm_exited(SfdVm *vm, int status)
         vm->stop_timer = 0;
     }
     vm->qmp = NULL;
-    sfd_qmp_free(q);                    /* fails what waited on QMP */
+    sfd_qmp_free(q); /* fails what waited on QMP */
     if (vm->qmp_path) {
         unlink(vm->qmp_path);
         unlink(vm->serial_path);
     }
     if (g_hash_table_lookup(sfd->vms, vm->name) == vm) {
         g_hash_table_remove(sfd->vms, vm->name);
-        sfd_vm_unref(vm);               /* the table's reference */
+        sfd_vm_unref(vm); /* the table's reference */
     }
     if (vm->family) {
         sfd_net_tap_del(vm->family, vm->tap);
@@ -576,19 +580,20 @@ void sfd_vm_exited(SfdVm *vm, int status)
         JsonNode *data = json_builder_get_root(b);
         while (vm->exit_waiters) {
             SfdRequest *req = vm->exit_waiters->data;
-            vm->exit_waiters = g_list_delete_link(vm->exit_waiters,
-                                                  vm->exit_waiters);
+            vm->exit_waiters =
+                g_list_delete_link(vm->exit_waiters, vm->exit_waiters);
             sfd_request_return(req, json_node_copy(data));
         }
-        sfd_event(!vm->clone_id ? "VM_STOPPED" :
-                  vm->failure ? "CLONE_FAILED" : "CLONE_EXITED", data);
-        sfd_hook_run(obj, vm->name, "stopped", "end", d, vm_release_hook,
-                     vm);
+        sfd_event(!vm->clone_id ? "VM_STOPPED"
+                  : vm->failure ? "CLONE_FAILED"
+                                : "CLONE_EXITED",
+                  data);
+        sfd_hook_run(obj, vm->name, "stopped", "end", d, vm_release_hook, vm);
     } else {
         while (vm->exit_waiters) {
             SfdRequest *req = vm->exit_waiters->data;
-            vm->exit_waiters = g_list_delete_link(vm->exit_waiters,
-                                                  vm->exit_waiters);
+            vm->exit_waiters =
+                g_list_delete_link(vm->exit_waiters, vm->exit_waiters);
             sfd_request_return(req, NULL);
         }
         vm_release_hook(TRUE, NULL, vm);
@@ -608,7 +613,7 @@ static void start_fail(StartOp *op, const char *cls, const char *err)
 {
     if (op->vm->state != SFD_VM_EXITED) {
         if (op->vm->spawned) {
-            sfd_vm_kill(op->vm, SIGKILL);   /* sfd_vm_exited follows */
+            sfd_vm_kill(op->vm, SIGKILL); /* sfd_vm_exited follows */
         } else {
             sfd_vm_exited(op->vm, -1);
         }
@@ -624,9 +629,10 @@ static void start_attached(SfdVm *vm, const char *err, gpointer opaque)
 
     if (err || vm->state == SFD_VM_EXITED) {
         g_autofree char *tail = sfd_vm_log_tail(vm);
-        g_autofree char *m = g_strdup_printf("%s: QEMU did not come up (%s): "
-                                             "%s", vm->name,
-                                             err ? err : "exited", tail);
+        g_autofree char *m =
+            g_strdup_printf("%s: QEMU did not come up (%s): "
+                            "%s",
+                            vm->name, err ? err : "exited", tail);
         start_fail(op, "Failed", m);
         return;
     }
@@ -689,15 +695,13 @@ static void start_prepared(gboolean ok, const char *msg, gpointer opaque)
         vm->ip = sfd_net_ip(f, 0);
         vm->mac = d->mac ? g_strdup(d->mac) : sfd_net_parent_mac(f);
         append = g_strdup_printf("%s sf.ip=%s/%d",
-                                 d->cmdline ? d->cmdline
-                                            : SFD_DEFAULT_CMDLINE,
+                                 d->cmdline ? d->cmdline : SFD_DEFAULT_CMDLINE,
                                  vm->ip, f->prefix);
     } else {
         append = g_strdup(d->cmdline ? d->cmdline : SFD_DEFAULT_CMDLINE);
     }
     vm->machine = sfd_vm_machine(d, vm->mac, append);
-    sfd_hook_run("domain", vm->name, "start", "begin", d, start_hook_done,
-                 op);
+    sfd_hook_run("domain", vm->name, "start", "begin", d, start_hook_done, op);
 }
 
 void sfd_vm_start(SfdDomain *d, SfdStartDone done, gpointer opaque)
@@ -707,16 +711,15 @@ void sfd_vm_start(SfdDomain *d, SfdStartDone done, gpointer opaque)
     SfdVm *vm;
 
     if (g_hash_table_contains(sfd->vms, d->name)) {
-        g_autofree char *m = g_strdup_printf("%s is already running",
-                                             d->name);
+        g_autofree char *m = g_strdup_printf("%s is already running", d->name);
         done(NULL, "InvalidState", m, opaque);
         return;
     }
     const char *files[] = { d->kernel, d->initrd };
     for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
         if (files[i] && access(files[i], R_OK) != 0) {
-            g_autofree char *m = g_strdup_printf("%s: %s", files[i],
-                                                 g_strerror(errno));
+            g_autofree char *m =
+                g_strdup_printf("%s: %s", files[i], g_strerror(errno));
             done(NULL, "Failed", m, opaque);
             return;
         }
@@ -724,8 +727,8 @@ void sfd_vm_start(SfdDomain *d, SfdStartDone done, gpointer opaque)
     for (guint i = 0; i < d->disks->len; i++) {
         SfdDisk *disk = d->disks->pdata[i];
         if (access(disk->file, disk->readonly ? R_OK : R_OK | W_OK) != 0) {
-            g_autofree char *m = g_strdup_printf("disk %s: %s", disk->file,
-                                                 g_strerror(errno));
+            g_autofree char *m =
+                g_strdup_printf("disk %s: %s", disk->file, g_strerror(errno));
             done(NULL, "Failed", m, opaque);
             return;
         }
@@ -737,14 +740,13 @@ void sfd_vm_start(SfdDomain *d, SfdStartDone done, gpointer opaque)
         return;
     }
     vm->state = SFD_VM_STARTING;
-    g_hash_table_insert(sfd->vms, vm->name, vm);    /* holds the ref */
+    g_hash_table_insert(sfd->vms, vm->name, vm); /* holds the ref */
     op = g_new0(StartOp, 1);
     op->d = d;
     op->vm = sfd_vm_ref(vm);
     op->done = done;
     op->opaque = opaque;
-    sfd_hook_run("domain", vm->name, "prepare", "begin", d, start_prepared,
-                 op);
+    sfd_hook_run("domain", vm->name, "prepare", "begin", d, start_prepared, op);
 }
 
 /* ---- adoption after a restart ---- */
@@ -787,16 +789,15 @@ static void adopt_one(const char *path)
     }
     vm = sfd_vm_new(name, domain);
     vm->clone_id = json_object_get_int_member_with_default(o, "clone-id", 0);
-    vm->qemu_clone_id = json_object_get_int_member_with_default(
-        o, "qemu-clone-id", 0);
+    vm->qemu_clone_id =
+        json_object_get_int_member_with_default(o, "qemu-clone-id", 0);
     vm->fork_id = json_object_get_int_member_with_default(o, "fork-id", 0);
     vm->pid = json_object_get_int_member_with_default(o, "pid", 0);
-    vm->starttime = json_object_get_int_member_with_default(o, "starttime",
-                                                            0);
-    vm->server_pid = json_object_get_int_member_with_default(
-        o, "server-pid", 0);
-    vm->server_starttime = json_object_get_int_member_with_default(
-        o, "server-starttime", 0);
+    vm->starttime = json_object_get_int_member_with_default(o, "starttime", 0);
+    vm->server_pid =
+        json_object_get_int_member_with_default(o, "server-pid", 0);
+    vm->server_starttime =
+        json_object_get_int_member_with_default(o, "server-starttime", 0);
     vm->qmp_path = jstr(o, "qmp");
     vm->serial_path = jstr(o, "serial");
     vm->log_path = jstr(o, "log");
@@ -804,12 +805,12 @@ static void adopt_one(const char *path)
     vm->mac = jstr(o, "mac");
     vm->ip = jstr(o, "ip");
     vm->fork_dir = jstr(o, "fork-dir");
-    vm->started_at = json_object_get_int_member_with_default(o, "started-at",
-                                                             0);
+    vm->started_at =
+        json_object_get_int_member_with_default(o, "started-at", 0);
     vm->forks = json_object_get_int_member_with_default(o, "forks", 0);
     vm->guest_id = json_object_get_int_member_with_default(o, "guest-id", 0);
-    vm->net_configured = json_object_get_boolean_member_with_default(
-        o, "net-configured", FALSE);
+    vm->net_configured =
+        json_object_get_boolean_member_with_default(o, "net-configured", FALSE);
     if (json_object_has_member(o, "machine")) {
         JsonArray *a = json_object_get_array_member(o, "machine");
         vm->machine = g_new0(char *, json_array_get_length(a) + 1);
@@ -820,8 +821,10 @@ static void adopt_one(const char *path)
     if (json_object_has_member(o, "family")) {
         JsonObject *f = json_object_get_object_member(o, "family");
         struct in_addr in = { 0 };
-        inet_pton(AF_INET, json_object_get_string_member_with_default(
-                      f, "net", "0.0.0.0"), &in);
+        inet_pton(
+            AF_INET,
+            json_object_get_string_member_with_default(f, "net", "0.0.0.0"),
+            &in);
         vm->family = sfd_family_adopt(
             domain, json_object_get_int_member_with_default(f, "index", 0),
             json_object_get_string_member_with_default(f, "bridge", ""),

@@ -45,12 +45,12 @@
 #include "agent.h"
 #include "sf-local.h"
 
-#define MAX_CLIENTS 64
-#define MAX_PENDING (MAX_CLIENTS + 16)
-#define MAX_TICKETS 64
-#define MAX_CLONES SF_LOCAL_MAX_STATUS /* clone ids we track per ticket */
+#define MAX_CLIENTS          64
+#define MAX_PENDING          (MAX_CLIENTS + 16)
+#define MAX_TICKETS          64
+#define MAX_CLONES           SF_LOCAL_MAX_STATUS /* clone ids we track per ticket */
 #define DEFAULT_HOST_PENDING 8
-#define OUTBUF_SIZE (64 * 1024)
+#define OUTBUF_SIZE          (64 * 1024)
 
 typedef struct Client {
     int fd;         /* -1: free slot */

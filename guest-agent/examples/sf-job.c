@@ -19,7 +19,7 @@
 #include "sf.h"
 
 #define JOB_N 1000000ull
-#define WANT 4
+#define WANT  4
 
 static uint64_t share(int k, int m)
 {

@@ -47,10 +47,10 @@
 
 #include <stdint.h>
 
-#define SF_LOCAL_SOCK_NAME "agent.sock"
-#define SF_LOCAL_RUN_DIR "/run/snowflock"
-#define SF_LOCAL_MAGIC 0x434c4653u /* "SFLC" in memory order */
-#define SF_LOCAL_VERSION 1
+#define SF_LOCAL_SOCK_NAME  "agent.sock"
+#define SF_LOCAL_RUN_DIR    "/run/snowflock"
+#define SF_LOCAL_MAGIC      0x434c4653u /* "SFLC" in memory order */
+#define SF_LOCAL_VERSION    1
 #define SF_LOCAL_MAX_STATUS 4096 /* statuses in one JOIN answer */
 
 typedef struct SfLocalHdr {

@@ -25,25 +25,25 @@
 
 #include "sf-descriptor.h"
 
-#define SF_DESC_MAGIC         "SFDESC\r\n"
-#define SF_DESC_MAGIC_LEN     8
-#define SF_DESC_SHA_LEN       32
+#define SF_DESC_MAGIC     "SFDESC\r\n"
+#define SF_DESC_MAGIC_LEN 8
+#define SF_DESC_SHA_LEN   32
 /* magic .. devlen */
-#define SF_DESC_FIXED_LEN     (8 + 4 + 4 + 8 + 8 + 4 + 4 + 2 + 2 + 8)
-#define SF_DESC_NAME_MAX      255
-#define SF_DESC_IDLEN_MAX     (SF_BLOCK_IDSTR_MAX - 1)
-#define SF_DESC_PAGE_MIN      4096u
-#define SF_DESC_PAGE_MAX      (1u << 30)
+#define SF_DESC_FIXED_LEN (8 + 4 + 4 + 8 + 8 + 4 + 4 + 2 + 2 + 8)
+#define SF_DESC_NAME_MAX  255
+#define SF_DESC_IDLEN_MAX (SF_BLOCK_IDSTR_MAX - 1)
+#define SF_DESC_PAGE_MIN  4096u
+#define SF_DESC_PAGE_MAX  (1u << 30)
 /* No RAM block is bigger than this (64 TiB); also keeps sums far from
  * overflowing. */
-#define SF_DESC_BLOCK_MAX     (1ull << 46)
+#define SF_DESC_BLOCK_MAX (1ull << 46)
 /* Largest well-formed descriptor; bigger files are refused unread. */
-#define SF_DESC_FILE_MAX \
-    ((uint64_t)SF_DESC_FIXED_LEN + 2 * SF_DESC_NAME_MAX + \
-     SF_DESC_MAX_BLOCKS * (2 + SF_DESC_IDLEN_MAX + 8 + 4) + \
+#define SF_DESC_FILE_MAX                                                       \
+    ((uint64_t)SF_DESC_FIXED_LEN + 2 * SF_DESC_NAME_MAX +                      \
+     SF_DESC_MAX_BLOCKS * (2 + SF_DESC_IDLEN_MAX + 8 + 4) +                    \
      SF_DESC_MAX_DEVSTATE + SF_DESC_SHA_LEN)
 
-G_DEFINE_QUARK(sf-desc-error-quark, sf_desc_error)
+G_DEFINE_QUARK(sf - desc - error - quark, sf_desc_error)
 
 /* Reader: a cursor that fails instead of running past the end. */
 typedef struct DescReader {
@@ -80,8 +80,8 @@ static bool rd_u32(DescReader *r, uint32_t *v)
     if (!rd_bytes(r, &p, 4)) {
         return false;
     }
-    *v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-         (uint32_t)p[2] << 8 | p[3];
+    *v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+         p[3];
     return true;
 }
 
@@ -127,8 +127,7 @@ static bool has_nul(const void *p, size_t n)
     return memchr(p, '\0', n) != NULL;
 }
 
-static void sha256(const uint8_t *buf, size_t len,
-                   uint8_t out[SF_DESC_SHA_LEN])
+static void sha256(const uint8_t *buf, size_t len, uint8_t out[SF_DESC_SHA_LEN])
 {
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     gsize outlen = SF_DESC_SHA_LEN;
@@ -147,30 +146,29 @@ static int check_block(uint32_t i, const char *idstr, size_t idlen,
 {
     if (idlen == 0 || idlen > SF_DESC_IDLEN_MAX || has_nul(idstr, idlen)) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
-                    "block %u: idstr must be 1..%d bytes without NUL",
-                    i, SF_DESC_IDLEN_MAX);
+                    "block %u: idstr must be 1..%d bytes without NUL", i,
+                    SF_DESC_IDLEN_MAX);
         return -1;
     }
     if (!page_size_ok(page_size)) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
-                    "block %u (%.*s): bad page size %u", i, (int)idlen,
-                    idstr, page_size);
+                    "block %u (%.*s): bad page size %u", i, (int)idlen, idstr,
+                    page_size);
         return -1;
     }
     if (length == 0 || length > SF_DESC_BLOCK_MAX || length % page_size) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
                     "block %u (%.*s): bad length %" G_GUINT64_FORMAT
                     " (want a non-zero multiple of its page size %u, at"
-                    " most 64 TiB)", i, (int)idlen, idstr, length,
-                    page_size);
+                    " most 64 TiB)",
+                    i, (int)idlen, idstr, length, page_size);
         return -1;
     }
     return 0;
 }
 
-static int check_header(uint32_t page_size, uint32_t nblocks,
-                        size_t name_len, size_t vm_len, uint64_t devlen,
-                        GError **err)
+static int check_header(uint32_t page_size, uint32_t nblocks, size_t name_len,
+                        size_t vm_len, uint64_t devlen, GError **err)
 {
     if (!page_size_ok(page_size)) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
@@ -180,8 +178,7 @@ static int check_header(uint32_t page_size, uint32_t nblocks,
     }
     if (nblocks == 0 || nblocks > SF_DESC_MAX_BLOCKS) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
-                    "%u RAM blocks (want 1..%d)", nblocks,
-                    SF_DESC_MAX_BLOCKS);
+                    "%u RAM blocks (want 1..%d)", nblocks, SF_DESC_MAX_BLOCKS);
         return -1;
     }
     if (name_len == 0 || name_len > SF_DESC_NAME_MAX) {
@@ -212,8 +209,8 @@ static int check_descriptor(const SfDescriptor *d, GError **err)
     /* 0 means "current": writers need not fill it in. */
     if (d->version != 0 && d->version != SF_DESC_VERSION) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_VERSION,
-                    "descriptor version %u (this build knows %d)",
-                    d->version, SF_DESC_VERSION);
+                    "descriptor version %u (this build knows %d)", d->version,
+                    SF_DESC_VERSION);
         return -1;
     }
     if (!d->machine || (d->nblocks && !d->blocks) ||
@@ -252,8 +249,7 @@ GBytes *sf_descriptor_encode(const SfDescriptor *d)
     vm_len = d->vm_name ? strlen(d->vm_name) : 0;
 
     b = g_byte_array_sized_new(SF_DESC_FIXED_LEN + d->devstate_len + 4096);
-    g_byte_array_append(b, (const uint8_t *)SF_DESC_MAGIC,
-                        SF_DESC_MAGIC_LEN);
+    g_byte_array_append(b, (const uint8_t *)SF_DESC_MAGIC, SF_DESC_MAGIC_LEN);
     wr_u32(b, SF_DESC_VERSION);
     wr_u32(b, 0);
     wr_u64(b, d->fork_id);
@@ -284,16 +280,15 @@ GBytes *sf_descriptor_encode(const SfDescriptor *d)
     return g_byte_array_free_to_bytes(b);
 }
 
-static SfDescriptor *decode_fail(SfDescriptor *d, GError **err,
-                                 int code, const char *what)
+static SfDescriptor *decode_fail(SfDescriptor *d, GError **err, int code,
+                                 const char *what)
 {
     g_set_error(err, SF_DESC_ERROR, code, "%s", what);
     sf_descriptor_free(d);
     return NULL;
 }
 
-SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,
-                                   GError **err)
+SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len, GError **err)
 {
     DescReader r;
     SfDescriptor *d = NULL;
@@ -325,18 +320,17 @@ SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,
     /* The checksum is good; now validate what it covers, field by field. */
     r.p = buf + SF_DESC_MAGIC_LEN;
     r.left = len - SF_DESC_MAGIC_LEN - SF_DESC_SHA_LEN;
-    if (!rd_u32(&r, &version) || !rd_u32(&r, &flags) ||
-        !rd_u64(&r, &fork_id) || !rd_u64(&r, &created_ns) ||
-        !rd_u32(&r, &page_size) || !rd_u32(&r, &nblocks) ||
-        !rd_u16(&r, &name_len) || !rd_u16(&r, &vm_len) ||
-        !rd_u64(&r, &devlen)) {
+    if (!rd_u32(&r, &version) || !rd_u32(&r, &flags) || !rd_u64(&r, &fork_id) ||
+        !rd_u64(&r, &created_ns) || !rd_u32(&r, &page_size) ||
+        !rd_u32(&r, &nblocks) || !rd_u16(&r, &name_len) ||
+        !rd_u16(&r, &vm_len) || !rd_u64(&r, &devlen)) {
         return decode_fail(NULL, err, SF_DESC_ERR_TRUNCATED,
                            "descriptor header truncated");
     }
     if (version != SF_DESC_VERSION) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_VERSION,
-                    "descriptor version %u (this build knows %d)",
-                    version, SF_DESC_VERSION);
+                    "descriptor version %u (this build knows %d)", version,
+                    SF_DESC_VERSION);
         return NULL;
     }
     if (flags != 0) {
@@ -344,8 +338,7 @@ SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,
                     "unknown descriptor flags 0x%x", flags);
         return NULL;
     }
-    if (check_header(page_size, nblocks, name_len, vm_len, devlen,
-                     err) < 0) {
+    if (check_header(page_size, nblocks, name_len, vm_len, devlen, err) < 0) {
         return NULL;
     }
 
@@ -423,8 +416,7 @@ SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,
     }
     if (r.left) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_TRAILING,
-                    "%zu bytes of trailing garbage after device state",
-                    r.left);
+                    "%zu bytes of trailing garbage after device state", r.left);
         sf_descriptor_free(d);
         return NULL;
     }
@@ -453,8 +445,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-int sf_descriptor_write(const char *path, const SfDescriptor *d,
-                        GError **err)
+int sf_descriptor_write(const char *path, const SfDescriptor *d, GError **err)
 {
     GBytes *bytes;
     char *tmp = NULL;
@@ -519,8 +510,7 @@ SfDescriptor *sf_descriptor_read(const char *path, GError **err)
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_IO,
-                    "cannot open descriptor %s: %s", path,
-                    g_strerror(errno));
+                    "cannot open descriptor %s: %s", path, g_strerror(errno));
         return NULL;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -532,8 +522,8 @@ SfDescriptor *sf_descriptor_read(const char *path, GError **err)
     /* Refuse before allocating: no valid descriptor is this big. */
     if ((uint64_t)st.st_size > SF_DESC_FILE_MAX) {
         g_set_error(err, SF_DESC_ERROR, SF_DESC_ERR_INVALID,
-                    "descriptor %s is too large (%" G_GUINT64_FORMAT
-                    " bytes)", path, (guint64)st.st_size);
+                    "descriptor %s is too large (%" G_GUINT64_FORMAT " bytes)",
+                    path, (guint64)st.st_size);
         close(fd);
         return NULL;
     }

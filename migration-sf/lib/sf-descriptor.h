@@ -36,22 +36,22 @@
 
 #include "sf-pagesrc.h"
 
-#define SF_DESC_VERSION       1
-#define SF_DESC_MAX_BLOCKS    256
-#define SF_DESC_MAX_DEVSTATE  (256u * 1024 * 1024)
+#define SF_DESC_VERSION      1
+#define SF_DESC_MAX_BLOCKS   256
+#define SF_DESC_MAX_DEVSTATE (256u * 1024 * 1024)
 
 #define SF_DESC_ERROR (sf_desc_error_quark())
 GQuark sf_desc_error_quark(void);
 
 /* GError codes in SF_DESC_ERROR */
 typedef enum SfDescErrorCode {
-    SF_DESC_ERR_IO = 1,         /* open/read/write failed */
-    SF_DESC_ERR_MAGIC,          /* not a descriptor at all */
-    SF_DESC_ERR_TRUNCATED,      /* shorter than its fields say */
-    SF_DESC_ERR_CHECKSUM,       /* sha256 mismatch: corrupt */
-    SF_DESC_ERR_VERSION,        /* unknown descriptor version */
-    SF_DESC_ERR_INVALID,        /* a field outside its bounds */
-    SF_DESC_ERR_TRAILING,       /* bytes after the device state */
+    SF_DESC_ERR_IO = 1,    /* open/read/write failed */
+    SF_DESC_ERR_MAGIC,     /* not a descriptor at all */
+    SF_DESC_ERR_TRUNCATED, /* shorter than its fields say */
+    SF_DESC_ERR_CHECKSUM,  /* sha256 mismatch: corrupt */
+    SF_DESC_ERR_VERSION,   /* unknown descriptor version */
+    SF_DESC_ERR_INVALID,   /* a field outside its bounds */
+    SF_DESC_ERR_TRAILING,  /* bytes after the device state */
 } SfDescErrorCode;
 
 typedef struct SfDescriptor {
@@ -59,8 +59,8 @@ typedef struct SfDescriptor {
     uint64_t fork_id;
     uint64_t created_ns;
     uint32_t page_size;
-    char *machine;              /* machine type name, e.g. "microvm" */
-    char *vm_name;              /* -name of the parent, may be "" */
+    char *machine; /* machine type name, e.g. "microvm" */
+    char *vm_name; /* -name of the parent, may be "" */
     uint32_t nblocks;
     SfBlockInfo *blocks;
     uint8_t *devstate;
@@ -72,8 +72,7 @@ GBytes *sf_descriptor_encode(const SfDescriptor *d);
 SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,
                                    GError **err);
 /* Atomic write (tmp + fsync + rename, mode 0600) and read. */
-int sf_descriptor_write(const char *path, const SfDescriptor *d,
-                        GError **err);
+int sf_descriptor_write(const char *path, const SfDescriptor *d, GError **err);
 SfDescriptor *sf_descriptor_read(const char *path, GError **err);
 void sf_descriptor_free(SfDescriptor *d);
 

@@ -60,8 +60,8 @@ int main(int argc, char **argv)
           "reconnect grace (0: default)", "MS" },
         { "idle-ms", 0, 0, G_OPTION_ARG_INT, &idle_ms,
           "idle timeout (0: default, <0: never)", "MS" },
-        { "stats", 0, 0, G_OPTION_ARG_FILENAME, &stats,
-          "write JSON stats here", "FILE" },
+        { "stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "write JSON stats here",
+          "FILE" },
         { NULL }
     };
     GOptionContext *ctx;
@@ -88,17 +88,17 @@ int main(int argc, char **argv)
     g_option_context_free(ctx);
     if (!listen_ep || !image || !secret_hex) {
         fprintf(stderr, "sf-pageserver-tool: --listen, --image and "
-                "--secret are required\n");
+                        "--secret are required\n");
         return 2;
     }
     if (!sf_wire_secret_parse(secret_hex, cfg.secret)) {
         fprintf(stderr, "sf-pageserver-tool: --secret must be 32 hex "
-                "digits\n");
+                        "digits\n");
         return 2;
     }
     if (max_clones < 1 || fork_id < 0) {
         fprintf(stderr, "sf-pageserver-tool: --max-clones must be >= 1 "
-                "and --fork-id >= 0\n");
+                        "and --fork-id >= 0\n");
         return 2;
     }
     if (!g_file_get_contents(image, &contents, &len, &err)) {
@@ -109,8 +109,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sf-pageserver-tool: image %s is empty\n", image);
         return 1;
     }
-    padded = (len + SF_WIRE_PAGE_SIZE - 1) / SF_WIRE_PAGE_SIZE *
-             SF_WIRE_PAGE_SIZE;
+    padded =
+        (len + SF_WIRE_PAGE_SIZE - 1) / SF_WIRE_PAGE_SIZE * SF_WIRE_PAGE_SIZE;
     ram = g_malloc0(padded);
     memcpy(ram, contents, len);
     g_free(contents);

@@ -39,25 +39,25 @@
 
 #include "sf-pageserver.h"
 
-#define SF_PS_DEFAULT_GRACE_MS   3000
-#define SF_PS_DEFAULT_IDLE_MS    600000
+#define SF_PS_DEFAULT_GRACE_MS 3000
+#define SF_PS_DEFAULT_IDLE_MS  600000
 /* A connection must authenticate this soon or it is dropped. */
-#define SF_PS_HELLO_TIMEOUT_MS   10000
+#define SF_PS_HELLO_TIMEOUT_MS 10000
 /* Longest a blocking write to one peer may hold the loop. */
-#define SF_PS_IO_TIMEOUT_S       10
+#define SF_PS_IO_TIMEOUT_S 10
 /* Connections that have not sent HELLO yet, at most. */
-#define SF_PS_MAX_PENDING        64
-#define SF_PS_STATS_INTERVAL_MS  1000
+#define SF_PS_MAX_PENDING       64
+#define SF_PS_STATS_INTERVAL_MS 1000
 /* Client messages are at most a REQUEST; anything bigger is refused. */
-#define SF_PS_RECV_BUF           64
+#define SF_PS_RECV_BUF 64
 /* Requests queued per connection; reading stops while it is full. */
-#define SF_PS_QUEUE              16
+#define SF_PS_QUEUE 16
 
 typedef struct SfPsConn {
     SfConn *conn;
-    uint32_t clone_id;          /* 0 until a HELLO was accepted */
+    uint32_t clone_id; /* 0 until a HELLO was accepted */
     int64_t hello_deadline;
-    bool dead;                  /* closed; removed after this poll turn */
+    bool dead; /* closed; removed after this poll turn */
     /* Reassembly of one incoming message (see conn_readable()). */
     bool have_hdr;
     SfWireHdr hdr;
@@ -70,24 +70,24 @@ typedef struct SfPsConn {
 
 typedef struct SfPsClone {
     SfPageServerCloneStats st;
-    SfPsConn *conn;             /* live connection, or NULL */
-    int64_t grace_deadline;     /* valid in SF_CLONE_DISCONNECTED */
+    SfPsConn *conn;         /* live connection, or NULL */
+    int64_t grace_deadline; /* valid in SF_CLONE_DISCONNECTED */
 } SfPsClone;
 
 struct SfPageServer {
     SfListener *l;
     SfPageSource *src;
-    SfPageServerConfig cfg;     /* strings below are our copies */
+    SfPageServerConfig cfg; /* strings below are our copies */
     char *stats_path;
     char *log_prefix;
     int wake_fd;
     uint64_t total_pages;
 
-    GPtrArray *conns;           /* SfPsConn * */
-    SfPsClone *clones;          /* index clone_id - 1 */
-    uint32_t nbound;            /* connections that passed HELLO */
-    uint32_t npending;          /* connections that have not */
-    int64_t idle_since;         /* when nbound last became 0 */
+    GPtrArray *conns;   /* SfPsConn * */
+    SfPsClone *clones;  /* index clone_id - 1 */
+    uint32_t nbound;    /* connections that passed HELLO */
+    uint32_t npending;  /* connections that have not */
+    int64_t idle_since; /* when nbound last became 0 */
 
     bool running;
     bool stats_dirty;
@@ -151,8 +151,8 @@ SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
         s->cfg.idle_timeout_ms = SF_PS_DEFAULT_IDLE_MS;
     }
     s->stats_path = g_strdup(cfg->stats_path);
-    s->log_prefix = g_strdup(cfg->log_prefix ? cfg->log_prefix
-                                             : "sf-pageserver");
+    s->log_prefix =
+        g_strdup(cfg->log_prefix ? cfg->log_prefix : "sf-pageserver");
     s->cfg.stats_path = s->stats_path;
     s->cfg.log_prefix = s->log_prefix;
     s->total_pages = sf_pagesrc_total_pages(src);
@@ -184,7 +184,8 @@ char *sf_pageserver_stats_json(SfPageServer *s)
         tot.bytes_sent += c->bytes_sent;
         tot.connects += c->connects;
     }
-    g_string_append_printf(j,
+    g_string_append_printf(
+        j,
         "{\"fork_id\": %" PRIu64 ", \"max_clones\": %u, "
         "\"running\": %s, \"total_pages\": %" PRIu64 ",\n"
         " \"totals\": {\"requests\": %" PRIu64 ", \"pages_sent\": %" PRIu64
@@ -197,7 +198,8 @@ char *sf_pageserver_stats_json(SfPageServer *s)
     for (i = 0; i < s->cfg.max_clones; i++) {
         const SfPageServerCloneStats *c = &s->clones[i].st;
 
-        g_string_append_printf(j,
+        g_string_append_printf(
+            j,
             "%s\n  {\"clone_id\": %u, \"state\": \"%s\", "
             "\"requests\": %" PRIu64 ", \"pages_sent\": %" PRIu64
             ", \"zero_pages\": %" PRIu64 ", \"bytes_sent\": %" PRIu64
@@ -292,8 +294,8 @@ static void conn_drop(SfPageServer *s, SfPsConn *pc, const char *why)
             clone_set_state(s, c, SF_CLONE_DISCONNECTED);
         }
     } else {
-        ps_log(s, "connection from %s dropped before HELLO: %s",
-               pc->conn->peer, why);
+        ps_log(s, "connection from %s dropped before HELLO: %s", pc->conn->peer,
+               why);
         s->npending--;
     }
     sf_conn_close(pc->conn);
@@ -398,8 +400,8 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     conn_send(s, pc, SF_MSG_WELCOME, out, sizeof(out), NULL, 0);
 }
 
-static void handle_request(SfPageServer *s, SfPsConn *pc,
-                           const SfWireHdr *hdr, const uint8_t *body)
+static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
+                           const uint8_t *body)
 {
     SfPsClone *c = &s->clones[pc->clone_id - 1];
     SfMsgRequest req;
@@ -430,8 +432,7 @@ static void handle_request(SfPageServer *s, SfPsConn *pc,
 }
 
 /* Answer one validated request with ZERO and DATA runs. */
-static void serve_request(SfPageServer *s, SfPsConn *pc,
-                          const SfMsgRequest *r)
+static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
 {
     SfPsClone *c = &s->clones[pc->clone_id - 1];
     SfMsgRequest req = *r;
@@ -452,9 +453,10 @@ static void serve_request(SfPageServer *s, SfPsConn *pc,
     for (i = 0; i < req.npages; i++) {
         uint64_t off = req.offset + (uint64_t)i * SF_WIRE_PAGE_SIZE;
 
-        zero[i] = (ops->known_zero && ops->known_zero(s->src, req.block, off))
-                  || sf_page_is_zero(data + (size_t)i * SF_WIRE_PAGE_SIZE,
-                                     SF_WIRE_PAGE_SIZE);
+        zero[i] =
+            (ops->known_zero && ops->known_zero(s->src, req.block, off)) ||
+            sf_page_is_zero(data + (size_t)i * SF_WIRE_PAGE_SIZE,
+                            SF_WIRE_PAGE_SIZE);
     }
 
     /*
@@ -475,8 +477,8 @@ static void serve_request(SfPageServer *s, SfPsConn *pc,
         pm.flags = req.flags;
         sf_wire_pages_encode(fixed, &pm);
         if (zero[i]) {
-            if (conn_send(s, pc, SF_MSG_ZERO, fixed, sizeof(fixed),
-                          NULL, 0) < 0) {
+            if (conn_send(s, pc, SF_MSG_ZERO, fixed, sizeof(fixed), NULL, 0) <
+                0) {
                 return;
             }
             c->st.zero_pages += pm.npages;
@@ -507,9 +509,11 @@ static void handle_done(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         return;
     }
     if (c->st.state != SF_CLONE_DONE) {
-        ps_log(s, "clone %u done (%" PRIu64 " requests, %" PRIu64
-               " pages sent, %" PRIu64 " zero)", pc->clone_id,
-               c->st.requests, c->st.pages_sent, c->st.zero_pages);
+        ps_log(s,
+               "clone %u done (%" PRIu64 " requests, %" PRIu64
+               " pages sent, %" PRIu64 " zero)",
+               pc->clone_id, c->st.requests, c->st.pages_sent,
+               c->st.zero_pages);
         clone_set_state(s, c, SF_CLONE_DONE);
     }
 }
@@ -608,8 +612,9 @@ static void conn_readable(SfPageServer *s, SfPsConn *pc)
             return;
         }
         if (n == 0) {
-            conn_drop(s, pc, pc->in_len ? "closed in the middle of a message"
-                                        : "closed by peer");
+            conn_drop(s, pc,
+                      pc->in_len ? "closed in the middle of a message"
+                                 : "closed by peer");
             return;
         }
         pc->in_len += n;
@@ -640,7 +645,8 @@ static void listener_readable(SfPageServer *s)
     g_ptr_array_add(s->conns, pc);
     s->npending++;
     if (s->npending > SF_PS_MAX_PENDING) {
-        conn_fail(s, pc, SF_WERR_BUSY, "too many unauthenticated "
+        conn_fail(s, pc, SF_WERR_BUSY,
+                  "too many unauthenticated "
                   "connections");
     }
 }
@@ -782,8 +788,7 @@ int sf_pageserver_run(SfPageServer *s)
     s->running = true;
     s->idle_since = now_ms();
     ps_log(s, "serving %u blocks (%" PRIu64 " pages) on %s for %u clones",
-           s->src->nblocks, s->total_pages, s->l->endpoint,
-           s->cfg.max_clones);
+           s->src->nblocks, s->total_pages, s->l->endpoint, s->cfg.max_clones);
     stats_write(s);
 
     for (;;) {
@@ -808,22 +813,24 @@ int sf_pageserver_run(SfPageServer *s)
             stats_write(s);
         }
 
-        timeout = backlog ? 0 : next == G_MAXINT64 ? -1
-                  : (int)CLAMP(next - now, 0, G_MAXINT);
+        timeout = backlog              ? 0
+                  : next == G_MAXINT64 ? -1
+                                       : (int)CLAMP(next - now, 0, G_MAXINT);
         nconns = s->conns->len;
         if (nconns + 2 > pfd_cap) {
             pfd_cap = (nconns + 2) * 2;
             pfd = g_renew(struct pollfd, pfd, pfd_cap);
         }
-        pfd[0] = (struct pollfd) { .fd = s->wake_fd, .events = POLLIN };
-        pfd[1] = (struct pollfd) { .fd = s->l->fd, .events = POLLIN };
+        pfd[0] = (struct pollfd){ .fd = s->wake_fd, .events = POLLIN };
+        pfd[1] = (struct pollfd){ .fd = s->l->fd, .events = POLLIN };
         for (i = 0; i < nconns; i++) {
             SfPsConn *pc = g_ptr_array_index(s->conns, i);
 
             /* A full queue is flow control: read on once served. */
-            pfd[i + 2] = (struct pollfd) {
-                .fd = pc->conn->fd,
-                .events = pc->queued < SF_PS_QUEUE ? POLLIN : 0 };
+            pfd[i + 2] =
+                (struct pollfd){ .fd = pc->conn->fd,
+                                 .events =
+                                     pc->queued < SF_PS_QUEUE ? POLLIN : 0 };
         }
         n = poll(pfd, nconns + 2, timeout);
         if (n < 0) {

@@ -33,28 +33,28 @@
 typedef struct SfPageServerConfig {
     uint64_t fork_id;
     uint8_t secret[SF_WIRE_SECRET_LEN];
-    uint32_t max_clones;        /* clone ids 1..max_clones are accepted */
-    int reconnect_grace_ms;     /* default 3000 when 0 */
-    int idle_timeout_ms;        /* < 0: never; default 600000 when 0 */
-    const char *stats_path;     /* JSON stats written atomically, or NULL */
-    const char *log_prefix;     /* e.g. "sf-pageserver fork=3" */
+    uint32_t max_clones;    /* clone ids 1..max_clones are accepted */
+    int reconnect_grace_ms; /* default 3000 when 0 */
+    int idle_timeout_ms;    /* < 0: never; default 600000 when 0 */
+    const char *stats_path; /* JSON stats written atomically, or NULL */
+    const char *log_prefix; /* e.g. "sf-pageserver fork=3" */
 } SfPageServerConfig;
 
 typedef enum SfCloneState {
-    SF_CLONE_WAITING = 0,       /* not connected yet */
+    SF_CLONE_WAITING = 0, /* not connected yet */
     SF_CLONE_CONNECTED,
-    SF_CLONE_DISCONNECTED,      /* within the reconnect grace */
-    SF_CLONE_DONE,              /* sent DONE: holds every page */
-    SF_CLONE_ENDED,             /* gone for good */
+    SF_CLONE_DISCONNECTED, /* within the reconnect grace */
+    SF_CLONE_DONE,         /* sent DONE: holds every page */
+    SF_CLONE_ENDED,        /* gone for good */
 } SfCloneState;
 
 typedef struct SfPageServerCloneStats {
     uint32_t clone_id;
     SfCloneState state;
     uint64_t requests;
-    uint64_t pages_sent;        /* DATA pages */
-    uint64_t zero_pages;        /* answered with ZERO */
-    uint64_t bytes_sent;        /* wire bytes, headers included */
+    uint64_t pages_sent; /* DATA pages */
+    uint64_t zero_pages; /* answered with ZERO */
+    uint64_t bytes_sent; /* wire bytes, headers included */
     uint32_t connects;
 } SfPageServerCloneStats;
 

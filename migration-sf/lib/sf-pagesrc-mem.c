@@ -45,8 +45,8 @@ static const SfPageSourceOps mem_ops = {
     .free = mem_free,
 };
 
-SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks,
-                                 void *const *hosts, uint32_t nblocks)
+SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks, void *const *hosts,
+                                 uint32_t nblocks)
 {
     SfMemSource *m = g_new0(SfMemSource, 1);
     uint32_t i;

@@ -38,8 +38,7 @@ int sf_pagesrc_check_range(const SfPageSource *s, uint32_t block,
      * UINT64_MAX would wrap.
      */
     len = s->blocks[block].length;
-    if (offset >= len ||
-        (uint64_t)npages * SF_WIRE_PAGE_SIZE > len - offset) {
+    if (offset >= len || (uint64_t)npages * SF_WIRE_PAGE_SIZE > len - offset) {
         *why = "page run ends outside the block";
         return -1;
     }

@@ -19,9 +19,9 @@
 #define SF_BLOCK_IDSTR_MAX 256
 
 typedef struct SfBlockInfo {
-    char idstr[SF_BLOCK_IDSTR_MAX];   /* QEMU RAMBlock idstr, NUL-terminated */
-    uint64_t length;                  /* bytes, multiple of page_size */
-    uint32_t page_size;               /* host page size of the block */
+    char idstr[SF_BLOCK_IDSTR_MAX]; /* QEMU RAMBlock idstr, NUL-terminated */
+    uint64_t length;                /* bytes, multiple of page_size */
+    uint32_t page_size;             /* host page size of the block */
 } SfBlockInfo;
 
 typedef struct SfPageSource SfPageSource;
@@ -45,7 +45,7 @@ typedef struct SfPageSourceOps {
 struct SfPageSource {
     const SfPageSourceOps *ops;
     uint32_t nblocks;
-    SfBlockInfo *blocks;      /* owned by the source */
+    SfBlockInfo *blocks; /* owned by the source */
 };
 
 /* 0 when block < nblocks, offset page aligned, npages >= 1 and the run
@@ -60,8 +60,8 @@ void sf_pagesrc_free(SfPageSource *s);
  * is a fork() of the parent QEMU, so this is the frozen guest RAM).  The
  * pointers are borrowed; blocks are copied.
  */
-SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks,
-                                 void *const *hosts, uint32_t nblocks);
+SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks, void *const *hosts,
+                                 uint32_t nblocks);
 
 /* True when len bytes at p are all zero (len a multiple of 8). */
 bool sf_page_is_zero(const void *p, size_t len);

@@ -27,8 +27,8 @@ SfConn *sf_stream_conn_new(int fd, char *peer);
  * (< 0: block).  0 or -errno (-ETIMEDOUT on timeout).  fd is left
  * blocking on success.
  */
-int sf_stream_connect_fd(int fd, const struct sockaddr *addr,
-                         socklen_t addrlen, int timeout_ms);
+int sf_stream_connect_fd(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                         int timeout_ms);
 
 /* Printable "host:port" / "unix:path" for a socket address. */
 char *sf_sockaddr_to_string(const struct sockaddr *sa, socklen_t len);

@@ -62,8 +62,8 @@ static int stream_sendv(SfConn *c, const struct iovec *iov, int iovcnt)
                 continue;
             }
             /* SO_SNDTIMEO expiry shows up as EAGAIN: report a timeout. */
-            ret = (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT
-                                                            : -errno;
+            ret =
+                (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
             break;
         }
         /* Partial write: skip what went out, resume mid-entry. */
@@ -152,8 +152,8 @@ static int64_t now_ms(void)
     return g_get_monotonic_time() / 1000;
 }
 
-int sf_stream_connect_fd(int fd, const struct sockaddr *addr,
-                         socklen_t addrlen, int timeout_ms)
+int sf_stream_connect_fd(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                         int timeout_ms)
 {
     int64_t deadline;
     int ret;
@@ -242,7 +242,8 @@ char *sf_sockaddr_to_string(const struct sockaddr *sa, socklen_t len)
     case AF_UNIX: {
         const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
         size_t plen = len > offsetof(struct sockaddr_un, sun_path)
-                      ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+                          ? len - offsetof(struct sockaddr_un, sun_path)
+                          : 0;
 
         /* An accepted unix peer is normally unnamed. */
         if (plen == 0 || sun->sun_path[0] == '\0') {

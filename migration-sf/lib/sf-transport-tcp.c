@@ -25,8 +25,7 @@
 #include "sf-transport-int.h"
 
 /* Split "HOST:PORT" into a host (brackets removed) and a numeric port. */
-static int tcp_parse(const char *addr, char **host, char **port,
-                     GError **err)
+static int tcp_parse(const char *addr, char **host, char **port, GError **err)
 {
     const char *colon = strrchr(addr, ':');
     const char *p;
@@ -67,7 +66,8 @@ static int tcp_parse(const char *addr, char **host, char **port,
     } else if (strchr(h, ':')) {
         g_set_error(err, SF_TRANSPORT_ERROR, EINVAL,
                     "IPv6 address in tcp endpoint '%s' needs brackets "
-                    "(tcp:[ADDR]:PORT)", addr);
+                    "(tcp:[ADDR]:PORT)",
+                    addr);
         g_free(h);
         return -1;
     }
@@ -100,10 +100,9 @@ static struct addrinfo *tcp_resolve(const char *addr, bool passive,
     }
     ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
     if (ret != 0) {
-        g_set_error(err, SF_TRANSPORT_ERROR,
-                    ret == EAI_SYSTEM ? errno : EADDRNOTAVAIL,
-                    "cannot resolve tcp endpoint '%s': %s", addr,
-                    gai_strerror(ret));
+        g_set_error(
+            err, SF_TRANSPORT_ERROR, ret == EAI_SYSTEM ? errno : EADDRNOTAVAIL,
+            "cannot resolve tcp endpoint '%s': %s", addr, gai_strerror(ret));
         res = NULL;
     }
     g_free(host);

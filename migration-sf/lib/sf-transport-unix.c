@@ -20,8 +20,7 @@
 /* How long to probe an existing socket file for a live listener. */
 #define SF_UNIX_PROBE_MS 500
 
-static int unix_addr(const char *path, struct sockaddr_un *sun,
-                     GError **err)
+static int unix_addr(const char *path, struct sockaddr_un *sun, GError **err)
 {
     size_t len = strlen(path);
 
@@ -47,8 +46,8 @@ static int unix_addr(const char *path, struct sockaddr_un *sun,
  * somebody is listening there, stealing the path would silently cut their
  * clients off.  Anything that is not a socket is never removed.
  */
-static int remove_stale_socket(const char *path,
-                               const struct sockaddr_un *sun, GError **err)
+static int remove_stale_socket(const char *path, const struct sockaddr_un *sun,
+                               GError **err)
 {
     struct stat st;
     int fd, ret;
@@ -61,8 +60,8 @@ static int remove_stale_socket(const char *path,
         return -1;
     }
     if (!S_ISSOCK(st.st_mode)) {
-        sf_transport_set_error(err, EEXIST,
-                               "'%s' exists and is not a socket", path);
+        sf_transport_set_error(err, EEXIST, "'%s' exists and is not a socket",
+                               path);
         return -1;
     }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -70,8 +69,8 @@ static int remove_stale_socket(const char *path,
         sf_transport_set_error(err, errno, "socket");
         return -1;
     }
-    ret = sf_stream_connect_fd(fd, (const struct sockaddr *)sun,
-                               sizeof(*sun), SF_UNIX_PROBE_MS);
+    ret = sf_stream_connect_fd(fd, (const struct sockaddr *)sun, sizeof(*sun),
+                               SF_UNIX_PROBE_MS);
     close(fd);
     if (ret == -ECONNREFUSED) {
         if (unlink(path) < 0 && errno != ENOENT) {

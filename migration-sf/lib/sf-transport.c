@@ -18,7 +18,7 @@
 
 #include "sf-transport-int.h"
 
-G_DEFINE_QUARK(sf-transport-error-quark, sf_transport_error)
+G_DEFINE_QUARK(sf - transport - error - quark, sf_transport_error)
 
 /*
  * Resolve the quark at load time: the first g_quark lookup takes a GLib
@@ -110,13 +110,12 @@ SfConn *sf_accept(SfListener *l, GError **err)
 
         /* Unix peers are unnamed; their pid is what identifies them. */
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-            return sf_stream_conn_new(fd, g_strdup_printf("unix:pid=%d",
-                                                          (int)cred.pid));
+            return sf_stream_conn_new(
+                fd, g_strdup_printf("unix:pid=%d", (int)cred.pid));
         }
     }
-    return sf_stream_conn_new(fd,
-                              sf_sockaddr_to_string((struct sockaddr *)&ss,
-                                                    len));
+    return sf_stream_conn_new(
+        fd, sf_sockaddr_to_string((struct sockaddr *)&ss, len));
 }
 
 void sf_listener_close(SfListener *l)
@@ -159,9 +158,9 @@ void sf_conn_close(SfConn *c)
 
 /* Message layer */
 
-int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id,
-                uint64_t fork_id, const void *body, size_t body_len,
-                const void *payload, size_t payload_len, GError **err)
+int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id, uint64_t fork_id,
+                const void *body, size_t body_len, const void *payload,
+                size_t payload_len, GError **err)
 {
     uint8_t hdr[SF_WIRE_HDR_SIZE];
     struct iovec iov[3];
@@ -209,8 +208,7 @@ int sf_msg_recv(SfConn *c, SfWireHdr *hdr, uint8_t *buf, size_t buf_cap,
         return 0;
     }
     if (n < 0) {
-        sf_transport_set_error(err, (int)-n, "receive header from %s",
-                               c->peer);
+        sf_transport_set_error(err, (int)-n, "receive header from %s", c->peer);
         return -1;
     }
     ret = sf_wire_hdr_decode(raw, hdr, &why);

@@ -30,7 +30,7 @@ typedef struct SfConn SfConn;
 typedef struct SfListener SfListener;
 
 typedef struct SfTransportOps {
-    const char *scheme;                 /* "unix", "tcp" */
+    const char *scheme; /* "unix", "tcp" */
     /* addr is the endpoint without "scheme:" */
     SfListener *(*listen)(const char *addr, GError **err);
     SfConn *(*connect)(const char *addr, int timeout_ms, GError **err);
@@ -49,15 +49,15 @@ typedef struct SfConnOps {
 
 struct SfConn {
     const SfConnOps *ops;
-    int fd;             /* pollable; readable when a message may be waiting */
-    char *peer;         /* printable peer name for logs */
+    int fd;     /* pollable; readable when a message may be waiting */
+    char *peer; /* printable peer name for logs */
 };
 
 struct SfListener {
     const SfTransportOps *transport;
-    int fd;             /* pollable; readable when accept() will not block */
-    char *endpoint;     /* full endpoint, with the real port for tcp:...:0 */
-    char *unix_path;    /* unlinked on close, NULL for tcp */
+    int fd;          /* pollable; readable when accept() will not block */
+    char *endpoint;  /* full endpoint, with the real port for tcp:...:0 */
+    char *unix_path; /* unlinked on close, NULL for tcp */
 };
 
 /* Look up a transport by endpoint scheme; NULL if unknown. */
@@ -85,9 +85,9 @@ void sf_conn_close(SfConn *c);
  * body larger than buf_cap (not read), EPIPE EOF inside a message,
  * ETIMEDOUT SO_RCVTIMEO expired, else the socket errno.
  */
-int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id,
-                uint64_t fork_id, const void *body, size_t body_len,
-                const void *payload, size_t payload_len, GError **err);
+int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id, uint64_t fork_id,
+                const void *body, size_t body_len, const void *payload,
+                size_t payload_len, GError **err);
 int sf_msg_recv(SfConn *c, SfWireHdr *hdr, uint8_t *buf, size_t buf_cap,
                 GError **err);
 

@@ -47,22 +47,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SF_WIRE_MAGIC        0x53465047u
-#define SF_WIRE_VERSION      1
-#define SF_WIRE_HDR_SIZE     24
-#define SF_WIRE_SECRET_LEN   16
-#define SF_WIRE_PAGE_SIZE    4096u
+#define SF_WIRE_MAGIC      0x53465047u
+#define SF_WIRE_VERSION    1
+#define SF_WIRE_HDR_SIZE   24
+#define SF_WIRE_SECRET_LEN 16
+#define SF_WIRE_PAGE_SIZE  4096u
 /* Largest run of pages in one REQUEST/DATA/ZERO: 4 MiB. */
-#define SF_WIRE_MAX_PAGES    1024u
-#define SF_WIRE_ERRMSG_MAX   256u
+#define SF_WIRE_MAX_PAGES  1024u
+#define SF_WIRE_ERRMSG_MAX 256u
 
-#define SF_WIRE_HELLO_LEN    20
-#define SF_WIRE_WELCOME_LEN  16
-#define SF_WIRE_REQUEST_LEN  36
-#define SF_WIRE_PAGES_LEN    20
-#define SF_WIRE_DONE_LEN     16
+#define SF_WIRE_HELLO_LEN   20
+#define SF_WIRE_WELCOME_LEN 16
+#define SF_WIRE_REQUEST_LEN 36
+#define SF_WIRE_PAGES_LEN   20
+#define SF_WIRE_DONE_LEN    16
 /* Largest body any message may have (a full DATA run). */
-#define SF_WIRE_MAX_BODY \
+#define SF_WIRE_MAX_BODY                                                       \
     (SF_WIRE_PAGES_LEN + SF_WIRE_MAX_PAGES * SF_WIRE_PAGE_SIZE)
 
 typedef enum SfMsgType {
@@ -77,18 +77,18 @@ typedef enum SfMsgType {
 } SfMsgType;
 
 /* REQUEST/DATA/ZERO flags */
-#define SF_REQ_DEMAND    0x1u  /* a vCPU or QEMU thread is blocked on it */
-#define SF_REQ_PREFETCH  0x2u  /* background push */
+#define SF_REQ_DEMAND    0x1u /* a vCPU or QEMU thread is blocked on it */
+#define SF_REQ_PREFETCH  0x2u /* background push */
 #define SF_REQ_FLAGS_ALL (SF_REQ_DEMAND | SF_REQ_PREFETCH)
 
 /* ERROR codes */
 typedef enum SfWireError {
-    SF_WERR_AUTH = 1,      /* wrong secret or fork id */
-    SF_WERR_RANGE = 2,     /* block/offset/npages outside the image */
-    SF_WERR_PROTO = 3,     /* malformed or unexpected message */
-    SF_WERR_VERSION = 4,   /* unsupported protocol version */
-    SF_WERR_BUSY = 5,      /* too many clients / clone id in use */
-    SF_WERR_INTERNAL = 6,  /* server could not read its image */
+    SF_WERR_AUTH = 1,     /* wrong secret or fork id */
+    SF_WERR_RANGE = 2,    /* block/offset/npages outside the image */
+    SF_WERR_PROTO = 3,    /* malformed or unexpected message */
+    SF_WERR_VERSION = 4,  /* unsupported protocol version */
+    SF_WERR_BUSY = 5,     /* too many clients / clone id in use */
+    SF_WERR_INTERNAL = 6, /* server could not read its image */
 } SfWireError;
 
 typedef struct SfWireHdr {
@@ -105,7 +105,7 @@ typedef struct SfWireMsgRule {
     const char *name;
     uint32_t min_len;
     uint32_t max_len;
-    bool from_client;   /* true: c->s (carries the secret) */
+    bool from_client; /* true: c->s (carries the secret) */
 } SfWireMsgRule;
 
 extern const SfWireMsgRule sf_wire_msg_table[SF_MSG__MAX];
@@ -143,7 +143,7 @@ typedef struct SfMsgDone {
 
 typedef struct SfMsgError {
     uint32_t code;
-    char message[SF_WIRE_ERRMSG_MAX + 1];   /* NUL-terminated after decode */
+    char message[SF_WIRE_ERRMSG_MAX + 1]; /* NUL-terminated after decode */
 } SfMsgError;
 
 /* Header */

@@ -95,8 +95,8 @@ static void test_tickets_expiry(void)
         g_assert_nonnull(sfd_tickets_add(&t, i, 1, i * S, &err));
     }
     g_assert_cmpint(sfd_tickets_claim(&t, 1, 4 * S, &tk), ==, 0);
-    tk->state = SFD_TICKET_FORKING;         /* in use: never expires */
-    g_assert_cmpuint(sfd_tickets_expire(&t, 62 * S), ==, 1);  /* #2 */
+    tk->state = SFD_TICKET_FORKING; /* in use: never expires */
+    g_assert_cmpuint(sfd_tickets_expire(&t, 62 * S), ==, 1); /* #2 */
     g_assert_null(sfd_tickets_find(&t, 2));
     g_assert_nonnull(sfd_tickets_find(&t, 1));
     g_assert_cmpint(sfd_tickets_claim(&t, 3, 63 * S, &tk), ==, ENOENT);
@@ -121,21 +121,20 @@ static void test_tickets_members(void)
     tk->state = SFD_TICKET_USED;
     g_assert_false(sfd_ticket_finished(tk));
     g_assert_true(sfd_ticket_member_ended(tk, 2, 3, 0));
-    g_assert_false(sfd_ticket_member_ended(tk, 2, 4, 0));  /* once */
+    g_assert_false(sfd_ticket_member_ended(tk, 2, 4, 0)); /* once */
     g_assert_false(sfd_ticket_member_ended(tk, 0, 0, 0));
     g_assert_false(sfd_ticket_member_ended(tk, 3, 0, 0));
     g_assert_false(sfd_ticket_finished(tk));
     g_assert_true(sfd_ticket_member_ended(tk, 1, -1, 4));
     g_assert_true(sfd_ticket_finished(tk));
-    g_assert_cmpint(((SfdTicketMember *)tk->members->pdata[1])->status, ==,
-                    3);
+    g_assert_cmpint(((SfdTicketMember *)tk->members->pdata[1])->status, ==, 3);
     /* A full table forgets finished tickets first, else refuses. */
     g_assert_nonnull(sfd_tickets_add(&t, 8, 1, 0, &err));
     tk = sfd_tickets_find(&t, 8);
     tk->state = SFD_TICKET_USED;
     sfd_ticket_add_member(tk, "web-3");
     g_assert_nonnull(sfd_tickets_add(&t, 9, 1, 0, &err));
-    g_assert_nonnull(sfd_tickets_add(&t, 10, 1, 0, &err));  /* drops 7 */
+    g_assert_nonnull(sfd_tickets_add(&t, 10, 1, 0, &err)); /* drops 7 */
     g_assert_null(sfd_tickets_find(&t, 7));
     g_assert_null(sfd_tickets_add(&t, 11, 1, 0, &err));
     g_assert_cmpint(err, ==, EDQUOT);

@@ -15,21 +15,23 @@
 Sfd *sfd;
 
 #define NS "xmlns:sf='urn:snowflock:domain:1'"
-#define OS "<os><kernel>/k</kernel><initrd>/i</initrd>" \
-           "<cmdline>console=ttyS0</cmdline></os>"
-#define MIN_DOMAIN(extra) "<domain type='snowflock' " NS "><name>web</name>" \
-                          "<memory unit='MiB'>256</memory>" OS extra \
-                          "</domain>"
+#define OS                                                                     \
+    "<os><kernel>/k</kernel><initrd>/i</initrd>"                               \
+    "<cmdline>console=ttyS0</cmdline></os>"
+#define MIN_DOMAIN(extra)                                                      \
+    "<domain type='snowflock' " NS "><name>web</name>"                         \
+    "<memory unit='MiB'>256</memory>" OS extra "</domain>"
 
 typedef struct Case {
     const char *name;
     const char *xml;
-    const char *error;          /* NULL: must parse */
+    const char *error; /* NULL: must parse */
 } Case;
 
 static const Case cases[] = {
     { "minimal", MIN_DOMAIN(""), NULL },
-    { "full", "<domain type='snowflock' " NS ">"
+    { "full",
+      "<domain type='snowflock' " NS ">"
       "<name>web-1.a_b</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>"
       "<memory unit='GiB'>1</memory><vcpu>2</vcpu>" OS
       "<devices><disk type='file' device='disk'><source file='/d.img'/>"
@@ -39,32 +41,46 @@ static const Case cases[] = {
       "<sf:clone max='8'><sf:network address='10.77.9.0' prefix='24'/>"
       "<sf:hooks enabled='yes' timeout='5'/></sf:clone>"
       "<metadata><x:y xmlns:x='urn:other'/></metadata>"
-      "<x:z xmlns:x='urn:other'>foreign, ignored</x:z></domain>", NULL },
+      "<x:z xmlns:x='urn:other'>foreign, ignored</x:z></domain>",
+      NULL },
     { "memory in KiB by default",
       "<domain><name>a</name><memory>262144</memory>" OS "</domain>", NULL },
     { "missing name", "<domain><memory>262144</memory>" OS "</domain>",
       "missing <name>" },
     { "missing memory", "<domain><name>a</name>" OS "</domain>",
       "missing <memory>" },
-    { "missing os", "<domain><name>a</name><memory>262144</memory>"
-      "</domain>", "missing <os>" },
-    { "missing kernel", "<domain><name>a</name><memory>262144</memory>"
-      "<os><initrd>/i</initrd></os></domain>", "missing <os/kernel>" },
-    { "empty name", "<domain><name> </name><memory>262144</memory>" OS
-      "</domain>", "<name> is empty" },
-    { "bad name", "<domain><name>a/b</name><memory>262144</memory>" OS
-      "</domain>", "<name> 'a/b'" },
-    { "long name", "<domain><name>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</name>"
-      "<memory>262144</memory>" OS "</domain>", "<name>" },
-    { "bad memory", "<domain><name>a</name><memory>lots</memory>" OS
-      "</domain>", "<memory> is not a number" },
-    { "tiny memory", "<domain><name>a</name><memory>1024</memory>" OS
-      "</domain>", "between 32 MiB" },
-    { "bad memory unit", "<domain><name>a</name><memory unit='TB'>1</memory>"
-      OS "</domain>", "unit must be" },
-    { "unknown element", MIN_DOMAIN("<features/>"), "unknown element "
+    { "missing os",
+      "<domain><name>a</name><memory>262144</memory>"
+      "</domain>",
+      "missing <os>" },
+    { "missing kernel",
+      "<domain><name>a</name><memory>262144</memory>"
+      "<os><initrd>/i</initrd></os></domain>",
+      "missing <os/kernel>" },
+    { "empty name",
+      "<domain><name> </name><memory>262144</memory>" OS "</domain>",
+      "<name> is empty" },
+    { "bad name",
+      "<domain><name>a/b</name><memory>262144</memory>" OS "</domain>",
+      "<name> 'a/b'" },
+    { "long name",
+      "<domain><name>aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa</name>"
+      "<memory>262144</memory>" OS "</domain>",
+      "<name>" },
+    { "bad memory",
+      "<domain><name>a</name><memory>lots</memory>" OS "</domain>",
+      "<memory> is not a number" },
+    { "tiny memory",
+      "<domain><name>a</name><memory>1024</memory>" OS "</domain>",
+      "between 32 MiB" },
+    { "bad memory unit",
+      "<domain><name>a</name><memory unit='TB'>1</memory>" OS "</domain>",
+      "unit must be" },
+    { "unknown element", MIN_DOMAIN("<features/>"),
+      "unknown element "
       "<features>" },
-    { "unknown os element", "<domain><name>a</name><memory>262144</memory>"
+    { "unknown os element",
+      "<domain><name>a</name><memory>262144</memory>"
       "<os><kernel>/k</kernel><loader>/x</loader></os></domain>",
       "unknown element <os/loader>" },
     { "unknown device", MIN_DOMAIN("<devices><graphics/></devices>"),
@@ -73,58 +89,84 @@ static const Case cases[] = {
       "unknown element <sf:turbo>" },
     { "unknown sf top element", MIN_DOMAIN("<sf:snapshot/>"),
       "unknown element <sf:snapshot>" },
-    { "bridge interface", MIN_DOMAIN("<devices><interface type='bridge'/>"
-                                     "</devices>"), "type='family'" },
-    { "two interfaces", MIN_DOMAIN("<devices><interface type='family'/>"
-                                   "<interface type='family'/></devices>"),
+    { "bridge interface",
+      MIN_DOMAIN("<devices><interface type='bridge'/>"
+                 "</devices>"),
+      "type='family'" },
+    { "two interfaces",
+      MIN_DOMAIN("<devices><interface type='family'/>"
+                 "<interface type='family'/></devices>"),
       "only one <devices/interface>" },
-    { "multicast mac", MIN_DOMAIN("<devices><interface type='family'>"
-                                  "<mac address='01:00:5e:00:00:01'/>"
-                                  "</interface></devices>"),
+    { "multicast mac",
+      MIN_DOMAIN("<devices><interface type='family'>"
+                 "<mac address='01:00:5e:00:00:01'/>"
+                 "</interface></devices>"),
       "not a unicast MAC" },
-    { "public network", MIN_DOMAIN("<sf:clone><sf:network address='8.8.8.0'"
-                                   "/></sf:clone>"), "private range" },
-    { "host bits", MIN_DOMAIN("<sf:clone><sf:network address='10.0.0.1'/>"
-                              "</sf:clone>"), "host bits" },
-    { "bad prefix", MIN_DOMAIN("<sf:clone><sf:network address='10.0.0.0' "
-                               "prefix='30'/></sf:clone>"), "prefix" },
+    { "public network",
+      MIN_DOMAIN("<sf:clone><sf:network address='8.8.8.0'"
+                 "/></sf:clone>"),
+      "private range" },
+    { "host bits",
+      MIN_DOMAIN("<sf:clone><sf:network address='10.0.0.1'/>"
+                 "</sf:clone>"),
+      "host bits" },
+    { "bad prefix",
+      MIN_DOMAIN("<sf:clone><sf:network address='10.0.0.0' "
+                 "prefix='30'/></sf:clone>"),
+      "prefix" },
     { "bad max", MIN_DOMAIN("<sf:clone max='-1'/>"), "<sf:clone max" },
-    { "bad hook timeout", MIN_DOMAIN("<sf:clone><sf:hooks timeout='0'/>"
-                                     "</sf:clone>"), "<sf:hooks timeout" },
-    { "relative kernel", "<domain><name>a</name><memory>262144</memory>"
-      "<os><kernel>k</kernel></os></domain>", "absolute path" },
-    { "sf.ip in cmdline", "<domain><name>a</name><memory>262144</memory>"
+    { "bad hook timeout",
+      MIN_DOMAIN("<sf:clone><sf:hooks timeout='0'/>"
+                 "</sf:clone>"),
+      "<sf:hooks timeout" },
+    { "relative kernel",
+      "<domain><name>a</name><memory>262144</memory>"
+      "<os><kernel>k</kernel></os></domain>",
+      "absolute path" },
+    { "sf.ip in cmdline",
+      "<domain><name>a</name><memory>262144</memory>"
       "<os><kernel>/k</kernel><cmdline>sf.ip=1.2.3.4/24</cmdline></os>"
-      "</domain>", "sf.ip" },
-    { "comma in cmdline", "<domain><name>a</name><memory>262144</memory>"
+      "</domain>",
+      "sf.ip" },
+    { "comma in cmdline",
+      "<domain><name>a</name><memory>262144</memory>"
       "<os><kernel>/k</kernel><cmdline>a,b</cmdline></os></domain>",
       "','" },
     { "duplicate memory", MIN_DOMAIN("<memory>1</memory>"),
       "duplicate <memory>" },
-    { "wrong root", "<vm><name>a</name></vm>", "root element must be "
+    { "wrong root", "<vm><name>a</name></vm>",
+      "root element must be "
       "<domain>" },
     { "bad uuid", MIN_DOMAIN("<uuid>xyz</uuid>"), "<uuid> 'xyz'" },
-    { "writable disk ok", MIN_DOMAIN("<devices><disk type='file'>"
-                                     "<source file='/d'/></disk></devices>"),
+    { "writable disk ok",
+      MIN_DOMAIN("<devices><disk type='file'>"
+                 "<source file='/d'/></disk></devices>"),
       NULL },
-    { "network disk", MIN_DOMAIN("<devices><disk type='network'/>"
-                                 "</devices>"), "type='file'" },
+    { "network disk",
+      MIN_DOMAIN("<devices><disk type='network'/>"
+                 "</devices>"),
+      "type='file'" },
     { "not xml", "this is not xml", "not well-formed" },
     { "truncated", "<domain><name>a</name>", "not well-formed" },
     { "empty", "", "not well-formed" },
     { "internal entity",
       "<?xml version='1.0'?><!DOCTYPE domain [<!ENTITY n 'web'>]>"
-      "<domain><name>&n;</name></domain>", "DOCTYPE" },
+      "<domain><name>&n;</name></domain>",
+      "DOCTYPE" },
     { "billion laughs",
       "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
       "<!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>"
       "<!ENTITY lol3 '&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;'>]>"
-      "<domain><name>&lol3;</name></domain>", "DOCTYPE" },
+      "<domain><name>&lol3;</name></domain>",
+      "DOCTYPE" },
     { "external entity",
       "<!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
-      "<domain><name>&x;</name></domain>", "DOCTYPE" },
-    { "external dtd", "<!DOCTYPE domain SYSTEM 'http://example.com/d.dtd'>"
-      "<domain/>", "DOCTYPE" },
+      "<domain><name>&x;</name></domain>",
+      "DOCTYPE" },
+    { "external dtd",
+      "<!DOCTYPE domain SYSTEM 'http://example.com/d.dtd'>"
+      "<domain/>",
+      "DOCTYPE" },
     { "undeclared entity", "<domain><name>&x;</name></domain>",
       "not well-formed" },
     { "element in name", "<domain><name><b>a</b></name></domain>",
@@ -140,7 +182,7 @@ static void test_case(gconstpointer data)
     if (!c->error) {
         g_assert_null(err);
         g_assert_nonnull(d);
-        g_assert_cmpstr(d->xml, ==, c->xml);    /* kept for the hooks */
+        g_assert_cmpstr(d->xml, ==, c->xml); /* kept for the hooks */
         g_assert_true(g_uuid_string_is_valid(d->uuid));
     } else {
         g_assert_null(d);
@@ -221,8 +263,8 @@ int main(int argc, char **argv)
         if (!cases[i].xml) {
             continue;
         }
-        g_autofree char *path = g_strdup_printf("/sfd/domain/%s",
-                                                cases[i].name);
+        g_autofree char *path =
+            g_strdup_printf("/sfd/domain/%s", cases[i].name);
         for (char *p = path; *p; p++) {
             if (*p == ' ') {
                 *p = '-';

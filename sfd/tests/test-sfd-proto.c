@@ -27,13 +27,14 @@ static const SfdArgSpec spec[] = {
 
 typedef struct ArgCase {
     const char *args;
-    const char *error;          /* NULL: accepted */
+    const char *error; /* NULL: accepted */
 } ArgCase;
 
 static const ArgCase arg_cases[] = {
     { "{\"vm\": \"web\"}", NULL },
     { "{\"vm\": \"web\", \"count\": 4, \"wait\": true, "
-      "\"events\": [\"A\", \"B\"]}", NULL },
+      "\"events\": [\"A\", \"B\"]}",
+      NULL },
     { "{\"vm\": \"web\", \"events\": []}", NULL },
     { "{}", "missing argument 'vm'" },
     { "{\"count\": 1}", "missing argument 'vm'" },
@@ -52,8 +53,8 @@ static void test_args(void)
 {
     for (guint i = 0; i < G_N_ELEMENTS(arg_cases); i++) {
         g_autoptr(JsonParser) p = json_parser_new();
-        g_assert_true(json_parser_load_from_data(p, arg_cases[i].args, -1,
-                                                 NULL));
+        g_assert_true(
+            json_parser_load_from_data(p, arg_cases[i].args, -1, NULL));
         JsonObject *o = json_node_get_object(json_parser_get_root(p));
         g_autofree char *err = sfd_args_check(spec, o);
         if (!arg_cases[i].error) {
@@ -111,7 +112,12 @@ static void test_framing(void)
     Collect c = { g_ptr_array_new_with_free_func(g_free), 0, FALSE };
     SfdLineIO *io;
     g_autofree char *big = g_strnfill(5000, 'x');
-    const char *chunks[] = { "one\n", "tw", "o\r\n", "\n", big, big,
+    const char *chunks[] = { "one\n",
+                             "tw",
+                             "o\r\n",
+                             "\n",
+                             big,
+                             big,
                              "tail of the long line\nthree\n",
                              "four-no-newline" };
 

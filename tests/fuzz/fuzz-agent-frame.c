@@ -56,8 +56,8 @@ static void add_frame(GByteArray *a, uint8_t type, uint32_t seq,
 
 GPtrArray *sf_fuzz_seeds(void)
 {
-    GPtrArray *seeds = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)g_bytes_unref);
+    GPtrArray *seeds =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     SfAgentResult res = { .count = 2, .value = 7 };
     SfAgentIdentity id = { .clone_id = 1, .generation = 1, .prefix = 24 };
     SfAgentExited ex = { .ticket = 7, .clone_id = 1 };

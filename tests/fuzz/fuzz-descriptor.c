@@ -33,18 +33,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 GPtrArray *sf_fuzz_seeds(void)
 {
-    GPtrArray *s = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GPtrArray *s =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     SfBlockInfo blocks[2] = {
         { .idstr = "pc.ram", .length = 64 * 4096, .page_size = 4096 },
-        { .idstr = "/rom@etc/acpi/tables", .length = 4096,
-          .page_size = 4096 },
+        { .idstr = "/rom@etc/acpi/tables", .length = 4096, .page_size = 4096 },
     };
     uint8_t dev[300];
     SfDescriptor d = {
-        .version = SF_DESC_VERSION, .fork_id = 0x1234, .created_ns = 1,
-        .page_size = 4096, .machine = (char *)"microvm",
-        .vm_name = (char *)"web", .nblocks = 2, .blocks = blocks,
-        .devstate = dev, .devstate_len = sizeof(dev),
+        .version = SF_DESC_VERSION,
+        .fork_id = 0x1234,
+        .created_ns = 1,
+        .page_size = 4096,
+        .machine = (char *)"microvm",
+        .vm_name = (char *)"web",
+        .nblocks = 2,
+        .blocks = blocks,
+        .devstate = dev,
+        .devstate_len = sizeof(dev),
     };
 
     for (size_t i = 0; i < sizeof(dev); i++) {

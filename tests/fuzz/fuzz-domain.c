@@ -29,10 +29,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 GPtrArray *sf_fuzz_seeds(void)
 {
-    GPtrArray *s = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GPtrArray *s =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     static const char *const docs[] = {
-        "<domain type=\"snowflock\" xmlns:sf=\"urn:snowflock:domain:1\"> <name>web</name> <uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid> <memory unit=\"MiB\">512</memory> <vcpu>1</vcpu> <os> <kernel>/srv/guest/vmlinuz</kernel> <initrd>/srv/guest/initrd.img</initrd> <cmdline>console=ttyS0 quiet panic=-1 tsc_early_khz=2596134</cmdline> </os> <devices> <disk type=\"file\" device=\"disk\"> <source file=\"/srv/guest/data.img\"/> <readonly/> </disk> <interface type=\"family\"> <mac address=\"52:54:00:12:34:56\"/> </interface> </devices> <sf:clone max=\"8\"> <sf:network address=\"10.77.9.0\" prefix=\"24\"/> <sf:hooks enabled=\"yes\" timeout=\"10\"/> </sf:clone> </domain>",
-        "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY x 'y'>]><domain>&x;</domain>",
+        "<domain type=\"snowflock\" xmlns:sf=\"urn:snowflock:domain:1\"> "
+        "<name>web</name> <uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid> "
+        "<memory unit=\"MiB\">512</memory> <vcpu>1</vcpu> <os> "
+        "<kernel>/srv/guest/vmlinuz</kernel> "
+        "<initrd>/srv/guest/initrd.img</initrd> <cmdline>console=ttyS0 quiet "
+        "panic=-1 tsc_early_khz=2596134</cmdline> </os> <devices> <disk "
+        "type=\"file\" device=\"disk\"> <source file=\"/srv/guest/data.img\"/> "
+        "<readonly/> </disk> <interface type=\"family\"> <mac "
+        "address=\"52:54:00:12:34:56\"/> </interface> </devices> <sf:clone "
+        "max=\"8\"> <sf:network address=\"10.77.9.0\" prefix=\"24\"/> "
+        "<sf:hooks enabled=\"yes\" timeout=\"10\"/> </sf:clone> </domain>",
+        "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY x "
+        "'y'>]><domain>&x;</domain>",
         "<domain><name>a</name></domain>",
     };
 

@@ -21,8 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t blen;
     uint8_t re[SF_WIRE_REQUEST_LEN + SF_WIRE_ERRMSG_MAX + 8];
 
-    if (size < SF_WIRE_HDR_SIZE ||
-        sf_wire_hdr_decode(data, &h, &why) < 0) {
+    if (size < SF_WIRE_HDR_SIZE || sf_wire_hdr_decode(data, &h, &why) < 0) {
         return 0;
     }
     g_assert(h.type > 0 && h.type < SF_MSG__MAX);
@@ -64,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             g_assert(m.npages >= 1 && m.npages <= SF_WIRE_MAX_PAGES);
             g_assert(h.type == SF_MSG_ZERO ||
                      blen == SF_WIRE_PAGES_LEN +
-                             (size_t)m.npages * SF_WIRE_PAGE_SIZE);
+                                 (size_t)m.npages * SF_WIRE_PAGE_SIZE);
         }
         break;
     }
@@ -95,14 +94,17 @@ static GBytes *msg(SfMsgType t, const void *body, size_t len)
 
 GPtrArray *sf_fuzz_seeds(void)
 {
-    GPtrArray *s = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GPtrArray *s =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     uint8_t b[SF_WIRE_PAGES_LEN + 2 * SF_WIRE_PAGE_SIZE] = { 0 };
     SfMsgHello hello = { .flags = 0 };
     SfMsgWelcome w = { 3, SF_WIRE_PAGE_SIZE, 1000 };
-    SfMsgRequest r = { .block = 1, .npages = 2, .offset = 8192,
-                       .flags = SF_REQ_DEMAND };
-    SfMsgPages p = { .block = 1, .npages = 2, .offset = 8192,
-                     .flags = SF_REQ_PREFETCH };
+    SfMsgRequest r = {
+        .block = 1, .npages = 2, .offset = 8192, .flags = SF_REQ_DEMAND
+    };
+    SfMsgPages p = {
+        .block = 1, .npages = 2, .offset = 8192, .flags = SF_REQ_PREFETCH
+    };
     SfMsgDone d;
 
     memset(hello.secret, 0xab, sizeof(hello.secret));
@@ -116,7 +118,8 @@ GPtrArray *sf_fuzz_seeds(void)
     memset(b + SF_WIRE_PAGES_LEN, 0x5a, 2 * SF_WIRE_PAGE_SIZE);
     g_ptr_array_add(s, msg(SF_MSG_DATA, b, sizeof(b)));
     g_ptr_array_add(s, msg(SF_MSG_DONE, b, sf_wire_done_encode(b, &d)));
-    g_ptr_array_add(s, msg(SF_MSG_ERROR, b,
-                           sf_wire_error_encode(b, SF_WERR_AUTH, "bad secret")));
+    g_ptr_array_add(s,
+                    msg(SF_MSG_ERROR, b,
+                        sf_wire_error_encode(b, SF_WERR_AUTH, "bad secret")));
     return s;
 }

@@ -34,8 +34,8 @@ typedef struct RawDesc {
     uint64_t fork_id;
     uint64_t created_ns;
     uint32_t page_size;
-    uint32_t nblocks;           /* field value */
-    uint32_t nblocks_written;   /* blocks actually written */
+    uint32_t nblocks;         /* field value */
+    uint32_t nblocks_written; /* blocks actually written */
     uint16_t name_len;
     uint16_t vm_len;
     uint64_t devlen;
@@ -191,8 +191,7 @@ static void assert_desc_equal(const SfDescriptor *a, const SfDescriptor *b)
         g_assert_cmpuint(a->blocks[i].length, ==, b->blocks[i].length);
         g_assert_cmpuint(a->blocks[i].page_size, ==, b->blocks[i].page_size);
     }
-    g_assert_cmpmem(a->devstate, a->devstate_len, b->devstate,
-                    b->devstate_len);
+    g_assert_cmpmem(a->devstate, a->devstate_len, b->devstate, b->devstate_len);
 }
 
 static void test_roundtrip(void)
@@ -289,30 +288,74 @@ static void test_truncate_every_prefix(void)
 typedef struct CorruptCase {
     const char *name;
     void (*mutate)(RawDesc *r);
-    int code;               /* 0: must decode */
+    int code; /* 0: must decode */
 } CorruptCase;
 
-static void m_none(RawDesc *r) { }
-static void m_version(RawDesc *r) { r->version = 2; }
-static void m_version0(RawDesc *r) { r->version = 0; }
-static void m_flags(RawDesc *r) { r->flags = 1; }
-static void m_page0(RawDesc *r) { r->page_size = 0; }
-static void m_page512(RawDesc *r) { r->page_size = 512; }
-static void m_page4095(RawDesc *r) { r->page_size = 4095; }
-static void m_page_not_pow2(RawDesc *r) { r->page_size = 12288; }
-static void m_page_2g(RawDesc *r) { r->page_size = 0x80000000u; }
-static void m_page_1g(RawDesc *r) { r->page_size = 1u << 30; }
-static void m_nblocks0(RawDesc *r) { r->nblocks = r->nblocks_written = 0; }
-static void m_nblocks_max(RawDesc *r) { r->nblocks = SF_DESC_MAX_BLOCKS + 1; }
-static void m_nblocks_huge(RawDesc *r) { r->nblocks = 0xffffffffu; }
+static void m_none(RawDesc *r)
+{
+}
+static void m_version(RawDesc *r)
+{
+    r->version = 2;
+}
+static void m_version0(RawDesc *r)
+{
+    r->version = 0;
+}
+static void m_flags(RawDesc *r)
+{
+    r->flags = 1;
+}
+static void m_page0(RawDesc *r)
+{
+    r->page_size = 0;
+}
+static void m_page512(RawDesc *r)
+{
+    r->page_size = 512;
+}
+static void m_page4095(RawDesc *r)
+{
+    r->page_size = 4095;
+}
+static void m_page_not_pow2(RawDesc *r)
+{
+    r->page_size = 12288;
+}
+static void m_page_2g(RawDesc *r)
+{
+    r->page_size = 0x80000000u;
+}
+static void m_page_1g(RawDesc *r)
+{
+    r->page_size = 1u << 30;
+}
+static void m_nblocks0(RawDesc *r)
+{
+    r->nblocks = r->nblocks_written = 0;
+}
+static void m_nblocks_max(RawDesc *r)
+{
+    r->nblocks = SF_DESC_MAX_BLOCKS + 1;
+}
+static void m_nblocks_huge(RawDesc *r)
+{
+    r->nblocks = 0xffffffffu;
+}
 static void m_nblocks_more(RawDesc *r)
 {
     /* No device state, so the missing block runs into the checksum. */
     r->nblocks = 3;
     r->devlen = r->dev_written = 0;
 }
-static void m_nblocks_less(RawDesc *r) { r->nblocks = 1; }
-static void m_name0(RawDesc *r) { r->name_len = r->machine_written = 0; }
+static void m_nblocks_less(RawDesc *r)
+{
+    r->nblocks = 1;
+}
+static void m_name0(RawDesc *r)
+{
+    r->name_len = r->machine_written = 0;
+}
 
 static void m_name256(RawDesc *r)
 {
@@ -326,14 +369,23 @@ static void m_name255(RawDesc *r)
     r->name_len = r->machine_written = 255;
 }
 
-static void m_name_huge(RawDesc *r) { r->name_len = 0xffff; }
+static void m_name_huge(RawDesc *r)
+{
+    r->name_len = 0xffff;
+}
 static void m_name_past_end(RawDesc *r)
 {
     r->name_len = 255;
     r->devlen = r->dev_written = 0;
 }
-static void m_name_nul(RawDesc *r) { r->machine[3] = '\0'; }
-static void m_vm_nul(RawDesc *r) { r->vm[0] = '\0'; }
+static void m_name_nul(RawDesc *r)
+{
+    r->machine[3] = '\0';
+}
+static void m_vm_nul(RawDesc *r)
+{
+    r->vm[0] = '\0';
+}
 
 static void m_vm300(RawDesc *r)
 {
@@ -341,13 +393,34 @@ static void m_vm300(RawDesc *r)
     r->vm_len = r->vm_written = 300;
 }
 
-static void m_dev_max(RawDesc *r) { r->devlen = SF_DESC_MAX_DEVSTATE + 1ull; }
-static void m_dev_huge(RawDesc *r) { r->devlen = ~0ull; }
-static void m_dev_past_end(RawDesc *r) { r->devlen = 1 << 20; }
-static void m_dev_short(RawDesc *r) { r->devlen = 999; }
-static void m_trailing(RawDesc *r) { r->trailing = 1; }
-static void m_trailing_many(RawDesc *r) { r->trailing = 4096; }
-static void m_idlen0(RawDesc *r) { r->blocks[0].idlen = 0; }
+static void m_dev_max(RawDesc *r)
+{
+    r->devlen = SF_DESC_MAX_DEVSTATE + 1ull;
+}
+static void m_dev_huge(RawDesc *r)
+{
+    r->devlen = ~0ull;
+}
+static void m_dev_past_end(RawDesc *r)
+{
+    r->devlen = 1 << 20;
+}
+static void m_dev_short(RawDesc *r)
+{
+    r->devlen = 999;
+}
+static void m_trailing(RawDesc *r)
+{
+    r->trailing = 1;
+}
+static void m_trailing_many(RawDesc *r)
+{
+    r->trailing = 4096;
+}
+static void m_idlen0(RawDesc *r)
+{
+    r->blocks[0].idlen = 0;
+}
 
 static void m_idlen256(RawDesc *r)
 {
@@ -361,8 +434,14 @@ static void m_idlen255(RawDesc *r)
     r->blocks[1].idlen = 255;
 }
 
-static void m_idlen_huge(RawDesc *r) { r->blocks[0].idlen = 0xffff; }
-static void m_id_nul(RawDesc *r) { r->blocks[0].id[2] = '\0'; }
+static void m_idlen_huge(RawDesc *r)
+{
+    r->blocks[0].idlen = 0xffff;
+}
+static void m_id_nul(RawDesc *r)
+{
+    r->blocks[0].id[2] = '\0';
+}
 
 static void m_id_dup(RawDesc *r)
 {
@@ -370,12 +449,30 @@ static void m_id_dup(RawDesc *r)
     r->blocks[1].idlen = r->blocks[0].idlen;
 }
 
-static void m_blen0(RawDesc *r) { r->blocks[0].length = 0; }
-static void m_blen_odd(RawDesc *r) { r->blocks[0].length = 4096 * 3 + 1; }
-static void m_blen_vs_huge(RawDesc *r) { r->blocks[1].length = 4096 * 3; }
-static void m_blen_huge(RawDesc *r) { r->blocks[0].length = 1ull << 62; }
-static void m_bpage_bad(RawDesc *r) { r->blocks[0].page_size = 8000; }
-static void m_bpage0(RawDesc *r) { r->blocks[0].page_size = 0; }
+static void m_blen0(RawDesc *r)
+{
+    r->blocks[0].length = 0;
+}
+static void m_blen_odd(RawDesc *r)
+{
+    r->blocks[0].length = 4096 * 3 + 1;
+}
+static void m_blen_vs_huge(RawDesc *r)
+{
+    r->blocks[1].length = 4096 * 3;
+}
+static void m_blen_huge(RawDesc *r)
+{
+    r->blocks[0].length = 1ull << 62;
+}
+static void m_bpage_bad(RawDesc *r)
+{
+    r->blocks[0].page_size = 8000;
+}
+static void m_bpage0(RawDesc *r)
+{
+    r->blocks[0].page_size = 0;
+}
 
 static const CorruptCase corrupt_cases[] = {
     { "control", m_none, 0 },
@@ -591,8 +688,8 @@ int main(int argc, char **argv)
     g_test_add_func("/descriptor/truncate-every-prefix",
                     test_truncate_every_prefix);
     for (i = 0; i < G_N_ELEMENTS(corrupt_cases); i++) {
-        char *path = g_strdup_printf("/descriptor/field/%s",
-                                     corrupt_cases[i].name);
+        char *path =
+            g_strdup_printf("/descriptor/field/%s", corrupt_cases[i].name);
 
         g_test_add_data_func(path, &corrupt_cases[i], test_corrupt_case);
         g_free(path);

@@ -32,8 +32,8 @@
 #include "sf-transport.h"
 #include "sf-wire.h"
 
-#define FORK_ID     ((uint64_t)0x5eedf00d)
-#define PAGE        SF_WIRE_PAGE_SIZE
+#define FORK_ID ((uint64_t)0x5eedf00d)
+#define PAGE    SF_WIRE_PAGE_SIZE
 /* Block 0 is longer than one maximal run. */
 static const uint64_t block_pages[2] = { SF_WIRE_MAX_PAGES + 40, 300 };
 static uint8_t *block_mem[2];
@@ -100,7 +100,7 @@ static void pattern_init(void)
 
 typedef struct Transport {
     const char *name;
-    const char *listen;         /* NULL: unix socket in a temp dir */
+    const char *listen; /* NULL: unix socket in a temp dir */
 } Transport;
 
 static const Transport transports[] = {
@@ -249,8 +249,9 @@ static void client_send(Client *cl, SfMsgType type, uint64_t fork_id,
 {
     GError *err = NULL;
 
-    g_assert_cmpint(sf_msg_send(cl->c, type, cl->clone_id, fork_id, body,
-                                len, NULL, 0, &err), ==, 0);
+    g_assert_cmpint(sf_msg_send(cl->c, type, cl->clone_id, fork_id, body, len,
+                                NULL, 0, &err),
+                    ==, 0);
     g_assert_no_error(err);
 }
 
@@ -274,8 +275,9 @@ static void send_hello(Client *cl, const uint8_t *sec, uint64_t fork_id)
 static void send_request(Client *cl, const uint8_t *sec, uint32_t block,
                          uint64_t offset, uint32_t npages, uint32_t flags)
 {
-    SfMsgRequest r = { .block = block, .npages = npages, .offset = offset,
-                       .flags = flags };
+    SfMsgRequest r = {
+        .block = block, .npages = npages, .offset = offset, .flags = flags
+    };
     uint8_t body[SF_WIRE_REQUEST_LEN];
 
     memcpy(r.secret, sec, SF_WIRE_SECRET_LEN);
@@ -318,8 +320,8 @@ static void expect_welcome(Client *cl)
     g_assert_cmpstr(sf_wire_type_name(cl->hdr.type), ==, "WELCOME");
     g_assert_cmpuint(cl->hdr.clone_id, ==, cl->clone_id);
     g_assert_cmphex(cl->hdr.fork_id, ==, FORK_ID);
-    g_assert_cmpint(sf_wire_welcome_decode(cl->buf, cl->hdr.length, &w,
-                                           &why), ==, 0);
+    g_assert_cmpint(sf_wire_welcome_decode(cl->buf, cl->hdr.length, &w, &why),
+                    ==, 0);
     g_assert_cmpuint(w.nblocks, ==, 2);
     g_assert_cmpuint(w.page_size, ==, PAGE);
     g_assert_cmpuint(w.total_pages, ==, block_pages[0] + block_pages[1]);
@@ -354,8 +356,8 @@ static void expect_error(Client *cl, SfWireError code)
 
     g_assert_cmpint(client_recv(cl, NULL), ==, 1);
     g_assert_cmpstr(sf_wire_type_name(cl->hdr.type), ==, "ERROR");
-    g_assert_cmpint(sf_wire_error_decode(cl->buf, cl->hdr.length, &e, &why),
-                    ==, 0);
+    g_assert_cmpint(sf_wire_error_decode(cl->buf, cl->hdr.length, &e, &why), ==,
+                    0);
     g_test_message("server said: error %u: %s", e.code, e.message);
     g_assert_cmpuint(e.code, ==, code);
     expect_closed(cl);
@@ -367,8 +369,8 @@ static void expect_error(Client *cl, SfWireError code)
  * alternate between ZERO and DATA).
  */
 static void expect_pages(Client *cl, uint32_t block, uint64_t offset,
-                         uint32_t npages, uint32_t flags,
-                         uint64_t *data_pages, uint64_t *zero_pages)
+                         uint32_t npages, uint32_t flags, uint64_t *data_pages,
+                         uint64_t *zero_pages)
 {
     uint64_t cursor = offset;
     uint64_t end = offset + (uint64_t)npages * PAGE;
@@ -384,7 +386,8 @@ static void expect_pages(Client *cl, uint32_t block, uint64_t offset,
         g_assert_true(cl->hdr.type == SF_MSG_DATA ||
                       cl->hdr.type == SF_MSG_ZERO);
         g_assert_cmpint(sf_wire_pages_decode(cl->hdr.type, cl->buf,
-                                             cl->hdr.length, &m, &why), ==, 0);
+                                             cl->hdr.length, &m, &why),
+                        ==, 0);
         g_assert_cmpuint(m.block, ==, block);
         g_assert_cmphex(m.offset, ==, cursor);
         g_assert_cmphex(m.flags, ==, flags);
@@ -399,8 +402,7 @@ static void expect_pages(Client *cl, uint32_t block, uint64_t offset,
         }
         if (!zero) {
             g_assert_cmpmem(cl->buf + SF_WIRE_PAGES_LEN,
-                            (size_t)m.npages * PAGE,
-                            block_mem[block] + cursor,
+                            (size_t)m.npages * PAGE, block_mem[block] + cursor,
                             (size_t)m.npages * PAGE);
             *data_pages += m.npages;
         } else {
@@ -476,14 +478,12 @@ typedef struct Run {
 } Run;
 
 static const Run runs[] = {
-    { 0, 0, 12 },       /* data, zero run, data */
-    { 0, 3, 3 },        /* exactly one zero run */
-    { 0, 2, 5 },        /* starts on data, crosses into and out of zeros */
-    { 0, 5, 2 },        /* ends exactly at a boundary */
-    { 1, 100, 77 },
-    { 1, 299, 1 },
-    { 1, 0, 300 },      /* whole block */
-    { 0, 1000, 64 },    /* crossing page 1024 */
+    { 0, 0, 12 }, /* data, zero run, data */
+    { 0, 3, 3 },  /* exactly one zero run */
+    { 0, 2, 5 },  /* starts on data, crosses into and out of zeros */
+    { 0, 5, 2 },  /* ends exactly at a boundary */
+    { 1, 100, 77 },  { 1, 299, 1 }, { 1, 0, 300 }, /* whole block */
+    { 0, 1000, 64 },                               /* crossing page 1024 */
 };
 
 static void case_runs(Server *s)
@@ -498,8 +498,7 @@ static void case_runs(Server *s)
                      runs[i].npages, SF_REQ_PREFETCH);
         expect_pages(cl, runs[i].block, runs[i].page * PAGE, runs[i].npages,
                      SF_REQ_PREFETCH, &d, &z);
-        count_ref(runs[i].block, runs[i].page * PAGE, runs[i].npages,
-                  &rd, &rz);
+        count_ref(runs[i].block, runs[i].page * PAGE, runs[i].npages, &rd, &rz);
         g_assert_cmpuint(d, ==, rd);
         g_assert_cmpuint(z, ==, rz);
     }
@@ -539,8 +538,8 @@ static void case_pipelined(Server *s)
     for (i = 0; i < G_N_ELEMENTS(runs); i++) {
         uint64_t d = 0, z = 0;
 
-        expect_pages(cl, runs[i].block, runs[i].page * PAGE, runs[i].npages,
-                     0, &d, &z);
+        expect_pages(cl, runs[i].block, runs[i].page * PAGE, runs[i].npages, 0,
+                     &d, &z);
     }
     client_free(cl);
 }
@@ -576,7 +575,7 @@ static void case_clone_id_zero(Server *s)
 
 static void case_clone_id_too_big(Server *s)
 {
-    Client *cl = client_new(s, 5);     /* max_clones is 4 */
+    Client *cl = client_new(s, 5); /* max_clones is 4 */
 
     send_hello(cl, secret, FORK_ID);
     expect_error(cl, SF_WERR_BUSY);
@@ -674,7 +673,7 @@ static void case_oversized_length(Server *s)
     } hdrs[] = {
         { SF_MSG_REQUEST, 0x7fffffff },
         { SF_MSG_HELLO, SF_WIRE_MAX_BODY },
-        { SF_MSG_DATA, SF_WIRE_MAX_BODY },     /* valid header, wrong way */
+        { SF_MSG_DATA, SF_WIRE_MAX_BODY }, /* valid header, wrong way */
         { SF_MSG_ERROR, 0xffffffff },
     };
     size_t i;
@@ -856,7 +855,7 @@ static void case_many_clients(Server *s)
     int i;
 
     for (i = 0; i < NWORKERS; i++) {
-        w[i] = (Worker) { .s = s, .clone_id = i + 1 };
+        w[i] = (Worker){ .s = s, .clone_id = i + 1 };
         th[i] = g_thread_new("clone", worker_main, &w[i]);
     }
     for (i = 0; i < NWORKERS; i++) {
@@ -1024,8 +1023,8 @@ static void case_stats(Server *s)
     g_assert_nonnull(strstr(json, want));
     g_free(want);
     want = g_strdup_printf("\"pages_sent\": %" G_GUINT64_FORMAT
-                           ", \"zero_pages\": %" G_GUINT64_FORMAT, ad + bd,
-                           az + bz);
+                           ", \"zero_pages\": %" G_GUINT64_FORMAT,
+                           ad + bd, az + bz);
     g_assert_nonnull(strstr(json, want));
     g_free(want);
     g_assert_nonnull(strstr(json, "\"running\": false"));
@@ -1102,8 +1101,8 @@ typedef struct CaseRun {
 static void run_case(gconstpointer data)
 {
     const CaseRun *cr = data;
-    Server *s = server_start(cr->t, cr->c->max_clones, cr->c->grace_ms,
-                             cr->c->idle_ms);
+    Server *s =
+        server_start(cr->t, cr->c->max_clones, cr->c->grace_ms, cr->c->idle_ms);
 
     if (!s) {
         return;
@@ -1157,8 +1156,8 @@ static void test_dead_endpoint(gconstpointer data)
     t0 = g_get_monotonic_time();
     g_assert_null(sf_connect(ep, 1000, &err));
     g_assert_error(err, SF_TRANSPORT_ERROR, ECONNREFUSED);
-    g_assert_nonnull(strstr(err->message, ep + strlen(t->listen ? "tcp:" :
-                                                      "unix:")));
+    g_assert_nonnull(
+        strstr(err->message, ep + strlen(t->listen ? "tcp:" : "unix:")));
     g_test_message("%s", err->message);
     g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC);
     g_clear_error(&err);
@@ -1233,8 +1232,7 @@ static void test_connect_timeout(gconstpointer data)
             struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 
             inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-            ep = g_strdup_printf("tcp:[%s]:%u", host,
-                                 ntohs(sin6->sin6_port));
+            ep = g_strdup_printf("tcp:[%s]:%u", host, ntohs(sin6->sin6_port));
         } else {
             struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 
@@ -1253,8 +1251,7 @@ static void test_connect_timeout(gconstpointer data)
     g_assert_null(sf_connect(ep, 300, &err));
     dt = g_get_monotonic_time() - t0;
     g_assert_error(err, SF_TRANSPORT_ERROR, ETIMEDOUT);
-    g_test_message("%s after %" G_GINT64_FORMAT " ms", err->message,
-                   dt / 1000);
+    g_test_message("%s after %" G_GINT64_FORMAT " ms", err->message, dt / 1000);
     g_assert_cmpint(dt, >=, 250 * 1000);
     g_assert_cmpint(dt, <, 1500 * 1000);
     g_clear_error(&err);
@@ -1274,9 +1271,19 @@ static void test_connect_timeout(gconstpointer data)
 static void test_bad_endpoints(void)
 {
     static const char *const bad[] = {
-        "", "nope", "udp:1.2.3.4:5", "unix:", "tcp:", "tcp:host",
-        "tcp:host:", "tcp:host:port", "tcp:host:65536", "tcp:host:-1",
-        "tcp:::1:80", "tcp:[::1:80", "tcp::80",
+        "",
+        "nope",
+        "udp:1.2.3.4:5",
+        "unix:",
+        "tcp:",
+        "tcp:host",
+        "tcp:host:",
+        "tcp:host:port",
+        "tcp:host:65536",
+        "tcp:host:-1",
+        "tcp:::1:80",
+        "tcp:[::1:80",
+        "tcp::80",
     };
     size_t i;
 
@@ -1396,8 +1403,8 @@ static void test_check_range(void)
     g_assert_cmpint(sf_pagesrc_check_range(src, 1, 0, 1, &why), ==, -1);
     g_assert_cmpint(sf_pagesrc_check_range(src, 0, 1, 1, &why), ==, -1);
     g_assert_cmpint(sf_pagesrc_check_range(src, 0, 0, 0, &why), ==, -1);
-    g_assert_cmpint(sf_pagesrc_check_range(src, 0, ~0ull << 12, 1024, &why),
-                    ==, -1);
+    g_assert_cmpint(sf_pagesrc_check_range(src, 0, ~0ull << 12, 1024, &why), ==,
+                    -1);
     sf_pagesrc_free(src);
 }
 
@@ -1415,7 +1422,7 @@ int main(int argc, char **argv)
         char *path;
 
         for (c = 0; c < G_N_ELEMENTS(cases); c++) {
-            runs_all[n] = (CaseRun) { &transports[t], &cases[c] };
+            runs_all[n] = (CaseRun){ &transports[t], &cases[c] };
             path = g_strdup_printf("/transport/%s/%s", transports[t].name,
                                    cases[c].name);
             g_test_add_data_func(path, &runs_all[n], run_case);

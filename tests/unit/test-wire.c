@@ -16,8 +16,8 @@ static const uint8_t secret_a[SF_WIRE_SECRET_LEN] = {
 
 static uint32_t be32(const uint8_t *p)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           p[3];
 }
 
 static void put32(uint8_t *p, uint32_t v)
@@ -39,11 +39,11 @@ static void put64(uint8_t *p, uint64_t v)
 static void test_hdr_layout(void)
 {
     static const uint8_t want[SF_WIRE_HDR_SIZE] = {
-        0x53, 0x46, 0x50, 0x47,     /* magic "SFPG" */
-        0x00, 0x01,                 /* version */
-        0x00, 0x03,                 /* REQUEST */
-        0x00, 0x00, 0x00, 0x24,     /* length 36 */
-        0x00, 0x00, 0x01, 0x02,     /* clone 258 */
+        0x53, 0x46, 0x50, 0x47, /* magic "SFPG" */
+        0x00, 0x01,             /* version */
+        0x00, 0x03,             /* REQUEST */
+        0x00, 0x00, 0x00, 0x24, /* length 36 */
+        0x00, 0x00, 0x01, 0x02, /* clone 258 */
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
     };
     uint8_t out[SF_WIRE_HDR_SIZE];
@@ -91,8 +91,7 @@ static const HdrCase hdr_cases[] = {
     { "type-ffff", SF_WIRE_MAGIC, 1, 0xffff, 20, -SF_WERR_PROTO },
     { "hello-short", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 19, -SF_WERR_PROTO },
     { "hello-long", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 21, -SF_WERR_PROTO },
-    { "request-short", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 35,
-      -SF_WERR_PROTO },
+    { "request-short", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 35, -SF_WERR_PROTO },
     { "request-huge", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 0xffffffff,
       -SF_WERR_PROTO },
     { "data-no-page", SF_WIRE_MAGIC, 1, SF_MSG_DATA, 20, -SF_WERR_PROTO },
@@ -101,8 +100,7 @@ static const HdrCase hdr_cases[] = {
     { "zero-long", SF_WIRE_MAGIC, 1, SF_MSG_ZERO, 24, -SF_WERR_PROTO },
     { "done-empty", SF_WIRE_MAGIC, 1, SF_MSG_DONE, 0, -SF_WERR_PROTO },
     { "error-short", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 3, -SF_WERR_PROTO },
-    { "error-long", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 4 + 257,
-      -SF_WERR_PROTO },
+    { "error-long", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 4 + 257, -SF_WERR_PROTO },
 };
 
 static void test_hdr_case(gconstpointer data)
@@ -149,11 +147,10 @@ static void test_roundtrip_welcome(void)
     uint8_t buf[SF_WIRE_WELCOME_LEN];
     const char *why;
 
-    g_assert_cmpuint(sf_wire_welcome_encode(buf, &in), ==,
-                     SF_WIRE_WELCOME_LEN);
+    g_assert_cmpuint(sf_wire_welcome_encode(buf, &in), ==, SF_WIRE_WELCOME_LEN);
     g_assert_cmpuint(be32(buf), ==, 7);
-    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why),
-                    ==, 0);
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    0);
     g_assert_cmpuint(out.nblocks, ==, 7);
     g_assert_cmpuint(out.page_size, ==, SF_WIRE_PAGE_SIZE);
     g_assert_cmphex(out.total_pages, ==, 0x123456789aull);
@@ -169,10 +166,9 @@ static void test_roundtrip_request(void)
     const char *why;
 
     memcpy(in.secret, secret_a, sizeof(secret_a));
-    g_assert_cmpuint(sf_wire_request_encode(buf, &in), ==,
-                     SF_WIRE_REQUEST_LEN);
-    g_assert_cmpint(sf_wire_request_decode(buf, sizeof(buf), &out, &why),
-                    ==, 0);
+    g_assert_cmpuint(sf_wire_request_encode(buf, &in), ==, SF_WIRE_REQUEST_LEN);
+    g_assert_cmpint(sf_wire_request_decode(buf, sizeof(buf), &out, &why), ==,
+                    0);
     g_assert_cmpmem(out.secret, 16, secret_a, 16);
     g_assert_cmpuint(out.block, ==, 3);
     g_assert_cmpuint(out.npages, ==, SF_WIRE_MAX_PAGES);
@@ -192,8 +188,7 @@ static void test_roundtrip_pages(void)
         uint8_t *buf = g_malloc0(len);
         const char *why;
 
-        g_assert_cmpuint(sf_wire_pages_encode(buf, &in), ==,
-                         SF_WIRE_PAGES_LEN);
+        g_assert_cmpuint(sf_wire_pages_encode(buf, &in), ==, SF_WIRE_PAGES_LEN);
         g_assert_cmpint(sf_wire_pages_decode(types[t], buf, len, &out, &why),
                         ==, 0);
         g_assert_cmpuint(out.block, ==, 1);
@@ -251,28 +246,32 @@ static void test_roundtrip_error(void)
 
 /* Body decoders: every check that does not need context. */
 typedef enum BodyKind {
-    BODY_HELLO, BODY_WELCOME, BODY_REQUEST, BODY_DATA, BODY_ZERO, BODY_DONE,
+    BODY_HELLO,
+    BODY_WELCOME,
+    BODY_REQUEST,
+    BODY_DATA,
+    BODY_ZERO,
+    BODY_DONE,
     BODY_ERROR,
 } BodyKind;
 
 typedef struct BodyCase {
     const char *name;
     BodyKind kind;
-    size_t len;             /* body length handed to decode */
-    uint32_t npages;        /* REQUEST/DATA/ZERO */
+    size_t len;      /* body length handed to decode */
+    uint32_t npages; /* REQUEST/DATA/ZERO */
     uint64_t offset;
-    uint32_t flags;         /* HELLO/REQUEST/DATA/ZERO */
-    const char *errmsg;     /* ERROR body text (raw bytes) */
+    uint32_t flags;     /* HELLO/REQUEST/DATA/ZERO */
+    const char *errmsg; /* ERROR body text (raw bytes) */
     size_t errmsg_len;
     int expect;
 } BodyCase;
 
 static const BodyCase body_cases[] = {
     { "request-ok", BODY_REQUEST, 36, 1, 0, SF_REQ_DEMAND, NULL, 0, 0 },
-    { "request-npages-0", BODY_REQUEST, 36, 0, 0, 0, NULL, 0,
-      -SF_WERR_PROTO },
-    { "request-npages-max", BODY_REQUEST, 36, SF_WIRE_MAX_PAGES, 0, 0, NULL,
-      0, 0 },
+    { "request-npages-0", BODY_REQUEST, 36, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "request-npages-max", BODY_REQUEST, 36, SF_WIRE_MAX_PAGES, 0, 0, NULL, 0,
+      0 },
     { "request-npages-over", BODY_REQUEST, 36, SF_WIRE_MAX_PAGES + 1, 0, 0,
       NULL, 0, -SF_WERR_PROTO },
     { "request-npages-huge", BODY_REQUEST, 36, 0xffffffff, 0, 0, NULL, 0,
@@ -281,8 +280,7 @@ static const BodyCase body_cases[] = {
       -SF_WERR_PROTO },
     { "request-unaligned-high", BODY_REQUEST, 36, 1, (1ull << 40) + 512, 0,
       NULL, 0, -SF_WERR_PROTO },
-    { "request-flags", BODY_REQUEST, 36, 1, 0, 0x4, NULL, 0,
-      -SF_WERR_PROTO },
+    { "request-flags", BODY_REQUEST, 36, 1, 0, 0x4, NULL, 0, -SF_WERR_PROTO },
     { "request-flags-high", BODY_REQUEST, 36, 1, 0, 0x80000000u, NULL, 0,
       -SF_WERR_PROTO },
     { "request-short", BODY_REQUEST, 35, 1, 0, 0, NULL, 0, -SF_WERR_PROTO },
@@ -293,14 +291,12 @@ static const BodyCase body_cases[] = {
       -SF_WERR_PROTO },
     { "data-len-odd", BODY_DATA, 20 + 2 * 4096 + 1, 2, 0, 0, NULL, 0,
       -SF_WERR_PROTO },
-    { "data-npages-0", BODY_DATA, 20 + 4096, 0, 0, 0, NULL, 0,
-      -SF_WERR_PROTO },
-    { "data-npages-over", BODY_DATA, SF_WIRE_MAX_BODY,
-      SF_WIRE_MAX_PAGES + 1, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "data-npages-0", BODY_DATA, 20 + 4096, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "data-npages-over", BODY_DATA, SF_WIRE_MAX_BODY, SF_WIRE_MAX_PAGES + 1, 0,
+      0, NULL, 0, -SF_WERR_PROTO },
     { "data-unaligned", BODY_DATA, 20 + 4096, 1, 100, 0, NULL, 0,
       -SF_WERR_PROTO },
-    { "data-flags", BODY_DATA, 20 + 4096, 1, 0, 0x10, NULL, 0,
-      -SF_WERR_PROTO },
+    { "data-flags", BODY_DATA, 20 + 4096, 1, 0, 0x10, NULL, 0, -SF_WERR_PROTO },
     { "zero-ok", BODY_ZERO, 20, 1024, 0, SF_REQ_PREFETCH, NULL, 0, 0 },
     { "zero-npages-0", BODY_ZERO, 20, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
     { "zero-with-payload", BODY_ZERO, 20 + 4096, 1, 0, 0, NULL, 0,
@@ -402,8 +398,9 @@ static void test_pages_wrong_type(void)
     const char *why = NULL;
 
     put32(buf + 4, 1);
-    g_assert_cmpint(sf_wire_pages_decode(SF_MSG_REQUEST, buf, sizeof(buf),
-                                         &m, &why), ==, -SF_WERR_PROTO);
+    g_assert_cmpint(
+        sf_wire_pages_decode(SF_MSG_REQUEST, buf, sizeof(buf), &m, &why), ==,
+        -SF_WERR_PROTO);
     g_assert_nonnull(why);
 }
 
@@ -418,8 +415,8 @@ static const SecretCase secret_cases[] = {
     { "00112233445566778899aAbBcCdDeEfF", true },
     { "", false },
     { "0011223344556677", false },
-    { "00112233445566778899aabbccddeef", false },     /* 31 */
-    { "00112233445566778899aabbccddeeff0", false },   /* 33 */
+    { "00112233445566778899aabbccddeef", false },   /* 31 */
+    { "00112233445566778899aabbccddeeff0", false }, /* 33 */
     { "00112233445566778899aabbccddeefg", false },
     { "0x112233445566778899aabbccddeeff", false },
     { " 0112233445566778899aabbccddeeff", false },
@@ -529,10 +526,11 @@ static void test_random_input(void)
             if (sf_wire_error_decode(buf, len, &er, &why) == 0) {
                 g_assert_cmpuint(strlen(er.message), ==, len - 4);
             }
-            g_assert_cmpint(sf_wire_pages_decode(SF_MSG_ZERO, buf, len, &pg,
-                                                 &why) == 0 ?
-                            (int)len : SF_WIRE_PAGES_LEN, ==,
-                            SF_WIRE_PAGES_LEN);
+            g_assert_cmpint(
+                sf_wire_pages_decode(SF_MSG_ZERO, buf, len, &pg, &why) == 0
+                    ? (int)len
+                    : SF_WIRE_PAGES_LEN,
+                ==, SF_WIRE_PAGES_LEN);
             sf_wire_hello_decode(buf, len, &he, &why);
         }
     }
