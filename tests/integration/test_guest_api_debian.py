@@ -3,12 +3,13 @@ module (ctypes over libsf.so.1 from the snowflock-guest package) and
 sfclone running Python in each clone.  Needs root (family networks)."""
 
 import os
+import re
 
 import pytest
 
 import sfdlib
 import sfvm
-from test_guest_api import Family
+from test_guest_api import Family, check_identity
 
 CMDLINE = sfdlib.CMDLINE
 
@@ -72,4 +73,40 @@ def test_sfclone_in_debian(deb):
         "str(snowflock.id()) else 99)'", timeout=300, check=False)
     assert "clone 1: exited 10" in out and "clone 2: exited 20" in out, out
     assert st != 0
+    deb.wait_no_clones()
+
+
+def test_identity_in_debian(deb):
+    check_identity(deb)
+
+
+CHECKPOINT_PY = """
+import snowflock
+state = "at the checkpoint"
+r, cp = snowflock.checkpoint_parent()
+if r:
+    # A clone made later from the checkpoint resumes here, in the VM as it
+    # was at the checkpoint instant.
+    snowflock.exit(r * 10 + (1 if state == "at the checkpoint" else 2))
+state = "changed after the checkpoint"
+for want in (2, 1):
+    t = snowflock.request_ticket(want)
+    n = snowflock.create_clones(cp, t)
+    st = sorted((s.id, s.how_name, s.status) for s in snowflock.join(t))
+    print("ROUND", n, st)
+print("PARENT", snowflock.id(), state)
+"""
+
+
+def test_checkpoint_then_clone_later(deb):
+    import base64
+    b64 = base64.b64encode(CHECKPOINT_PY.encode()).decode()
+    deb.serial.run(f"echo {b64} | base64 -d > /tmp/cp.py")
+    st, out = deb.serial.run("python3 /tmp/cp.py", timeout=300, check=False)
+    assert st == 0, out
+    rounds = re.findall(r"ROUND (\d+) (\[.*\])", out)
+    assert rounds == [
+        ("2", "[(1, 'exited', 11), (2, 'exited', 21)]"),
+        ("1", "[(1, 'exited', 11)]")], out
+    assert "PARENT 0 changed after the checkpoint" in out, out
     deb.wait_no_clones()
