@@ -128,12 +128,13 @@ WAIT_DONE = "while [ ! -e /tmp/release ]; do sleep 0.2; done"
 
 
 def guest_time(serial):
-    """The guest's wall clock minus the host's, in seconds (sub-second when
-    the guest's date has %N)."""
+    """The guest's wall clock minus the host's, in seconds, to the
+    microsecond (busybox's date has no %N; its adjtimex prints tv_usec)."""
     t = get(serial, "date +%s.%N")
     host = time.time()
     if not re.fullmatch(r"\d+\.\d+", t):
-        t = get(serial, "date +%s")
+        t = get(serial, "adjtimex | awk '/tv_sec/ {s = $2} /tv_usec/ "
+                        "{u = $2} END {printf \"%d.%06d\", s, u}'")
         host = time.time()
     return float(t) - host
 
