@@ -23,6 +23,18 @@
  * channel will never be answered here: they fail with ECANCELED, and
  * the parent's join tables are dropped (they are not this VM's clones).
  *
+ * Deadlines: a client's request the host has not answered in time
+ * (--request-timeout, --fork-timeout) is answered ETIMEDOUT, so no libsf
+ * call hangs on a host that does not answer (plain QEMU, sfd down).
+ * JOIN has no deadline: clones may run for hours.  A timed-out request
+ * that was sent stays in the table, detached, for as long as the host
+ * holds it: it still counts against max_pending, and a late answer is
+ * recognised and dropped, except that a late IDENTITY is applied all
+ * the same (this VM is a clone; it must not keep the parent's identity)
+ * and the clone is then reported lost, since its program was told the
+ * fork failed.  A late successful CLONE/CREATE result still counts its
+ * clones for sf_join().  The agent's own requests have no deadline.
+ *
  * Usage: sf-agent [options], see usage() below.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -46,7 +58,7 @@
 #include "sf-local.h"
 
 #define MAX_CLIENTS          64
-#define MAX_PENDING          (MAX_CLIENTS + 16)
+#define MAX_PENDING          (MAX_CLIENTS + 64 + 16) /* + timed out, <= 64 */
 #define MAX_TICKETS          64
 #define MAX_CLONES           SF_LOCAL_MAX_STATUS /* clone ids we track per ticket */
 #define DEFAULT_HOST_PENDING 8
@@ -65,11 +77,13 @@ typedef struct Client {
 typedef struct Pending {
     bool used;
     bool sent;
+    bool timed_out; /* its caller got ETIMEDOUT or EIO; kept for late */
     uint32_t seq;
     uint8_t type; /* SF_AGENT_* request type */
     uint64_t cid; /* 0: the agent's own, or the client went away */
     SfLocalReq req;
-    uint64_t order; /* arrival, for queueing */
+    uint64_t order;   /* arrival, for queueing */
+    int64_t deadline; /* CLOCK_MONOTONIC ms; INT64_MAX: none */
     size_t flen;
     uint8_t frame[CHAN_FRAME_MAX];
 } Pending;
@@ -93,6 +107,9 @@ static const char *port_path; /* NULL: find the virtio port */
 static int port_fd_arg = -1;
 static const char *sock_path;
 static const char *sys_dir = "/sys/class/virtio-ports";
+/* Deadlines in ms: ticket, kill, exit, create; clone and checkpoint. */
+static int64_t request_timeout = 30000;
+static int64_t fork_timeout = -1; /* -1: 4 x request_timeout */
 
 static int port_fd = -1;
 static ChanReader reader;
@@ -120,6 +137,42 @@ void agent_log(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
+}
+
+static const char *type_name(uint8_t type)
+{
+    switch (type) {
+    case SF_AGENT_HELLO:
+        return "hello";
+    case SF_AGENT_TICKET:
+        return "ticket";
+    case SF_AGENT_CLONE:
+        return "clone";
+    case SF_AGENT_KILL:
+        return "kill";
+    case SF_AGENT_EXIT:
+        return "exit";
+    case SF_AGENT_CHECKPOINT:
+        return "checkpoint";
+    case SF_AGENT_CREATE:
+        return "create";
+    }
+    return "unknown";
+}
+
+static int64_t type_timeout(uint8_t type)
+{
+    return type == SF_AGENT_CLONE || type == SF_AGENT_CHECKPOINT
+               ? fork_timeout
+               : request_timeout;
 }
 
 /* ---- clients ---- */
@@ -250,10 +303,13 @@ static Pending *request(uint8_t type, uint64_t cid, const SfLocalReq *req,
     } while (p->seq == 0 || seq_in_use(p->seq));
     p->used = true;
     p->sent = false;
+    p->timed_out = false;
     p->type = type;
     p->cid = cid;
     p->req = req ? *req : (SfLocalReq){ 0 };
     p->order = next_order++;
+    /* The agent's own requests (HELLO, a lost report) wait for the host. */
+    p->deadline = cid ? now_ms() + type_timeout(type) : INT64_MAX;
     p->flen = chan_encode(p->frame, type, p->seq, body, len);
     pump();
     return p;
@@ -279,8 +335,12 @@ static void send_lost(void)
     }
 }
 
-/* Fail (or drop) every request already sent on the port. */
-static void fail_sent(int err)
+/*
+ * Fail (or drop) every request already sent on the port.  keep_forks:
+ * CLONE and CHECKPOINT stay, detached like a timed-out request, because
+ * the host still holds them and its IDENTITY must still be applied.
+ */
+static void fail_sent(int err, bool keep_forks)
 {
     for (int i = 0; i < MAX_PENDING; i++) {
         Pending *p = &pending[i];
@@ -296,7 +356,13 @@ static void fail_sent(int err)
             }
             client_error(c, err);
         }
-        p->used = false;
+        if (keep_forks &&
+            (p->type == SF_AGENT_CLONE || p->type == SF_AGENT_CHECKPOINT)) {
+            p->timed_out = true;
+            p->cid = 0;
+        } else {
+            p->used = false;
+        }
     }
 }
 
@@ -318,7 +384,7 @@ static void port_close(const char *why)
     port_fd = -1;
     outlen = 0;
     reader.len = 0;
-    fail_sent(EIO);
+    fail_sent(EIO, true);
 }
 
 static void port_try_open(void)
@@ -512,11 +578,13 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
                         .value = r->value };
     Client *c;
     Ticket *t;
+    bool late;
 
     if (!p || p->type == SF_AGENT_HELLO) {
         agent_log("host: result for unknown seq %u ignored", seq);
         return;
     }
+    late = p->timed_out;
     if (r->error < 0 || r->error > 4095) {
         agent_log("host: bad error %d for seq %u", r->error, seq);
         a.error = EPROTO;
@@ -527,7 +595,7 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
             if (!r->value || r->value > INT64_MAX || !r->count ||
                 r->count > p->req.n) {
                 a.error = EPROTO;
-            } else if ((t = ticket_add(r->value))) {
+            } else if (!late && (t = ticket_add(r->value))) {
                 t->granted = r->count;
             }
             break;
@@ -549,6 +617,31 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
             }
             break;
         }
+    }
+    if (late) {
+        /* Its caller was told ETIMEDOUT (or EIO); nobody gets this. */
+        p->used = false;
+        if (!a.error &&
+            (p->type == SF_AGENT_CLONE || p->type == SF_AGENT_CREATE) &&
+            r->count) {
+            agent_log("WARNING: late answer to the timed-out %s request seq "
+                      "%u: %u clone(s) of ticket %llu were started although "
+                      "the caller was told ETIMEDOUT (sf_join and sf_kill "
+                      "on the ticket still work)",
+                      type_name(p->type), seq, r->count,
+                      (unsigned long long)p->req.ticket);
+        } else if (!a.error && p->type == SF_AGENT_CHECKPOINT) {
+            agent_log("WARNING: late answer to the timed-out checkpoint "
+                      "request seq %u: checkpoint %llu exists although the "
+                      "caller was told ETIMEDOUT",
+                      seq, (unsigned long long)r->value);
+        } else {
+            agent_log("host: late answer to the timed-out %s request seq %u "
+                      "ignored (%s)",
+                      type_name(p->type), seq,
+                      a.error ? strerror(a.error) : "success");
+        }
+        return;
     }
     if (a.error) {
         agent_log("host: request seq %u (type 0x%02x) failed: %s", seq, p->type,
@@ -587,6 +680,14 @@ static void on_identity(uint32_t seq, const SfAgentIdentity *id)
         }
         c = client_by_cid(p->cid);
         p->used = false;
+        if (p->timed_out) {
+            agent_log("WARNING: this VM is clone %u, made by the %s request "
+                      "seq %u, whose program was already told it failed "
+                      "(timed out, or the port closed) and goes on as if it "
+                      "were the parent.  Applying the clone's identity all "
+                      "the same and reporting the clone as lost.",
+                      id->clone_id, type_name(p->type), seq);
+        }
     }
 
     /* Everything the program may observe is in place before it resumes. */
@@ -594,7 +695,7 @@ static void on_identity(uint32_t seq, const SfAgentIdentity *id)
     my_clone_id = id->clone_id;
     snprintf(buf, sizeof(buf), "%u", id->clone_id);
 
-    fail_sent(ECANCELED);
+    fail_sent(ECANCELED, false);
     for (int i = 0; i < MAX_CLIENTS; i++) {
         if (clients[i].fd >= 0 && clients[i].join_wait) {
             client_error(&clients[i], ECANCELED);
@@ -698,6 +799,75 @@ static void port_read(void)
             }
         }
     }
+}
+
+/* ---- deadlines ---- */
+
+static void request_timed_out(Pending *p)
+{
+    Client *c = client_by_cid(p->cid);
+    SfLocalAnswer a = { .error = ETIMEDOUT,
+                        .value = type_timeout(p->type),
+                        .count = p->sent       ? SF_LOCAL_TIMEOUT_UNANSWERED
+                                 : port_fd < 0 ? SF_LOCAL_TIMEOUT_NO_CHANNEL
+                                               : SF_LOCAL_TIMEOUT_QUEUED };
+
+    agent_log("host: no answer to the %s request seq %u within %g s (%s); "
+              "is sfd managing this VM?",
+              type_name(p->type), p->seq, type_timeout(p->type) / 1000.0,
+              p->sent       ? "sent"
+              : port_fd < 0 ? "no channel to the host"
+                            : "not sent: the host holds as many "
+                              "unanswered requests as it takes");
+    if (c) {
+        if (p->type == SF_AGENT_EXIT) {
+            c->exit_sent = false;
+        }
+        client_answer(c, &a, NULL, 0);
+    }
+    if (p->sent) {
+        /* The host still holds it: keep its seq for a late answer. */
+        p->timed_out = true;
+        p->cid = 0;
+    } else {
+        p->used = false;
+    }
+}
+
+/*
+ * Answer ETIMEDOUT for the requests whose deadline has passed.  Returns
+ * the ms until the next deadline, or -1 for none.
+ */
+static int pending_expire(void)
+{
+    int64_t now = now_ms(), next = INT64_MAX;
+    bool due = false;
+
+    for (int i = 0; i < MAX_PENDING; i++) {
+        due |= pending[i].used && !pending[i].timed_out &&
+               pending[i].deadline <= now;
+    }
+    if (due && port_fd >= 0) {
+        /* An answer that has already arrived wins over the deadline. */
+        port_read();
+        now = now_ms();
+    }
+    for (int i = 0; i < MAX_PENDING; i++) {
+        Pending *p = &pending[i];
+
+        if (!p->used || p->timed_out) {
+            continue;
+        }
+        if (p->deadline <= now) {
+            request_timed_out(p);
+        } else if (p->deadline < next) {
+            next = p->deadline;
+        }
+    }
+    if (next == INT64_MAX) {
+        return -1;
+    }
+    return next - now > INT_MAX ? INT_MAX : (int)(next - now);
 }
 
 /* ---- requests from clients ---- */
@@ -902,12 +1072,33 @@ static void usage(FILE *f)
             "  --root DIR          prefix for /etc (default /)\n"
             "  --iface NAME        default eth0\n"
             "  --script-timeout S  per post-clone script (default 30)\n"
+            "  --request-timeout S fail a ticket, kill, exit or create\n"
+            "                      request with ETIMEDOUT when the host has\n"
+            "                      not answered it in S seconds (default 30;\n"
+            "                      fractions allowed)\n"
+            "  --fork-timeout S    the same for clone and checkpoint, which\n"
+            "                      take longer (default 4 x request-timeout,\n"
+            "                      so 120); sf_join has no deadline\n"
             "  --dry-run FILE      record the identity steps in FILE instead\n"
             "                      of applying them; needs --run-dir and a\n"
             "                      --root other than /\n"
             "A channel other than a character device needs --dry-run, so a\n"
             "test never changes the machine it runs on.\n",
             SF_AGENT_PORT_NAME, SF_LOCAL_RUN_DIR, SF_LOCAL_SOCK_NAME);
+}
+
+/* Seconds (> 0, fractions allowed) to ms; -1 when not valid. */
+static int64_t parse_seconds(const char *arg)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(arg, &end);
+    if (errno || end == arg || *end || !(v >= 0.001 && v <= 1e6)) {
+        return -1;
+    }
+    return (int64_t)(v * 1000 + 0.5);
 }
 
 static void load_clone_id(void)
@@ -936,6 +1127,8 @@ int main(int argc, char **argv)
         { "iface", required_argument, NULL, 'i' },
         { "script-timeout", required_argument, NULL, 't' },
         { "dry-run", required_argument, NULL, 'n' },
+        { "request-timeout", required_argument, NULL, 'T' },
+        { "fork-timeout", required_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -970,6 +1163,15 @@ int main(int argc, char **argv)
         case 'n':
             cfg.dry_run = optarg;
             break;
+        case 'T':
+            request_timeout = parse_seconds(optarg);
+            break;
+        case 'F':
+            fork_timeout = parse_seconds(optarg);
+            if (fork_timeout < 0) {
+                fork_timeout = -2; /* invalid, not "default" */
+            }
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -978,7 +1180,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || cfg.script_timeout < 1 || port_fd_arg < -1) {
+    if (fork_timeout == -1 && request_timeout > 0) {
+        fork_timeout = 4 * request_timeout;
+    }
+    if (optind < argc || cfg.script_timeout < 1 || port_fd_arg < -1 ||
+        request_timeout <= 0 || fork_timeout <= 0) {
         usage(stderr);
         return 2;
     }
@@ -1020,10 +1226,14 @@ int main(int argc, char **argv)
     for (;;) {
         struct pollfd pfd[2 + MAX_CLIENTS];
         Client *who[2 + MAX_CLIENTS];
-        int n = 0;
+        int n = 0, wait;
 
         if (port_fd < 0) {
             port_try_open();
+        }
+        wait = pending_expire();
+        if (port_fd < 0 && (wait < 0 || wait > 1000)) {
+            wait = 1000;
         }
         pfd[n] = (struct pollfd){ .fd = listen_fd, .events = POLLIN };
         who[n++] = NULL;
@@ -1040,7 +1250,7 @@ int main(int argc, char **argv)
                 who[n++] = &clients[i];
             }
         }
-        if (poll(pfd, n, port_fd < 0 ? 1000 : -1) < 0) {
+        if (poll(pfd, n, wait) < 0) {
             if (errno == EINTR) {
                 continue;
             }

@@ -38,7 +38,11 @@
  *
  * error is 0 or a positive errno value (see docs/guest-api.md); the
  * agent adds ECANCELED for a request that can no longer be answered
- * because this VM became a clone while it was outstanding.
+ * because this VM became a clone while it was outstanding, and
+ * ETIMEDOUT for a request the host did not answer before its deadline
+ * (every request but JOIN, which waits as long as the clones run); an
+ * ETIMEDOUT answer carries value = the deadline in milliseconds and
+ * count = SF_LOCAL_TIMEOUT_*, why it passed.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -92,6 +96,15 @@ typedef enum SfLocalKind {
     SF_LOCAL_KIND_RESULT = 0,
     SF_LOCAL_KIND_IDENTITY = 1,
 } SfLocalKind;
+
+/* SfLocalAnswer.count of an ETIMEDOUT answer. */
+typedef enum SfLocalTimeout {
+    SF_LOCAL_TIMEOUT_UNANSWERED = 0, /* sent; the host never answered */
+    SF_LOCAL_TIMEOUT_QUEUED = 1,     /* not sent: the host still holds as
+                                        many unanswered requests as it
+                                        takes */
+    SF_LOCAL_TIMEOUT_NO_CHANNEL = 2, /* not sent: the port is not open */
+} SfLocalTimeout;
 
 typedef struct SfLocalAnswer {
     int32_t error; /* 0 or a positive errno */

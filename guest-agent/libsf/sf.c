@@ -72,6 +72,8 @@ static const char *sf_errno_text(int err)
         return "protocol error";
     case ECANCELED:
         return "this VM became a clone while the request was outstanding";
+    case ETIMEDOUT:
+        return "the host did not answer in time";
     default:
         return strerror(err);
     }
@@ -274,6 +276,37 @@ out:
     return ret;
 }
 
+/* The agent's ETIMEDOUT answer (sf-local.h) as a message. */
+static int sf_fail_timeout(const char *what, const SfLocalReq *req,
+                           const SfLocalAnswer *ans)
+{
+    static const char *const ops[] = {
+        [SF_LOCAL_OP_TICKET] = "ticket",
+        [SF_LOCAL_OP_CLONE] = "clone",
+        [SF_LOCAL_OP_KILL] = "kill",
+        [SF_LOCAL_OP_EXIT] = "exit",
+        [SF_LOCAL_OP_CHECKPOINT] = "checkpoint",
+        [SF_LOCAL_OP_CREATE] = "create",
+    };
+    const char *op = req->op < sizeof(ops) / sizeof(ops[0]) && ops[req->op]
+                         ? ops[req->op]
+                         : "?";
+    const char *why = ans->count == SF_LOCAL_TIMEOUT_QUEUED
+                          ? " (it was never sent: the host still holds as "
+                            "many unanswered requests as it takes)"
+                      : ans->count == SF_LOCAL_TIMEOUT_NO_CHANNEL
+                          ? " (it was never sent: the agent has no channel "
+                            "to the host)"
+                          : "";
+
+    snprintf(sf_err, sizeof(sf_err),
+             "%s: the host did not answer the %s request within %g s%s; is "
+             "sfd managing this VM?",
+             what, op, ans->value / 1000.0, why);
+    errno = ETIMEDOUT;
+    return -1;
+}
+
 /* sf_call() for requests without statuses; -1 + errno on any error. */
 static int sf_simple(const char *what, const SfLocalReq *req,
                      SfLocalAnswer *ans)
@@ -283,6 +316,9 @@ static int sf_simple(const char *what, const SfLocalReq *req,
     if (ret < 0) {
         return sf_fail(-ret, "%s: cannot talk to the snowflock agent (%s/%s)",
                        what, sf_run_dir(), SF_LOCAL_SOCK_NAME);
+    }
+    if (ans->error == ETIMEDOUT) {
+        return sf_fail_timeout(what, req, ans);
     }
     if (ans->error) {
         return sf_fail(ans->error, "%s", what);
@@ -392,9 +428,24 @@ SF_PUBLIC int sf_join(sf_ticket_t t, sf_status_t *st, int max)
         max = SF_LOCAL_MAX_STATUS;
     }
     req.n = max;
+    /* No deadline: the clones may run for hours. */
     ret = sf_call(&req, &ans, st, max, &nst);
+    if (ret == -ECONNRESET) {
+        return sf_fail(ECONNRESET,
+                       "sf_join: ticket %lld: the snowflock agent went away "
+                       "while waiting (restarted?); the exits of the "
+                       "ticket's clones can no longer be reported",
+                       (long long)t);
+    }
     if (ret < 0) {
         return sf_fail(-ret, "sf_join: cannot talk to the snowflock agent");
+    }
+    if (ans.error == ENOENT) {
+        return sf_fail(ENOENT,
+                       "sf_join: ticket %lld: the agent knows no clones of "
+                       "it (a ticket of another VM, or the agent restarted "
+                       "and lost its table)",
+                       (long long)t);
     }
     if (ans.error) {
         return sf_fail(ans.error, "sf_join: ticket %lld", (long long)t);

@@ -15,7 +15,10 @@
  * EAGAIN rate limited, EBUSY too many requests pending, ENOTSUP not
  * available (e.g. forking a clone, sf_exit outside a clone), EIO the fork
  * failed on the host, EPROTO protocol error, ECANCELED this VM became a
- * clone while the request was outstanding, ECONNREFUSED / ENOENT no agent.
+ * clone while the request was outstanding, ETIMEDOUT the host did not
+ * answer in time (no management layer answering this VM's requests;
+ * every call but sf_join() has a deadline, see sf-agent --help),
+ * ECONNREFUSED / ENOENT no agent.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -96,7 +99,8 @@ int sf_exit_wait(int wstatus);
  * st, sorted by clone id.  Returns the number stored (pass max >=
  * sf_ticket_granted(t) to get all), or -1: ENOENT (unknown ticket),
  * EINVAL (no clone started from t, max < 0, or st NULL with max > 0),
- * ECANCELED.  May be called again; it then returns at once.
+ * ECANCELED, ECONNRESET (the agent went away while waiting).  It has no
+ * deadline.  May be called again; it then returns at once.
  */
 int sf_join(sf_ticket_t t, sf_status_t *st, int max);
 

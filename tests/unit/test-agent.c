@@ -149,9 +149,61 @@ static SfAgentIdentity make_identity(uint32_t id)
 
 /* ---- fixture: a fresh agent on a fresh scratch dir ---- */
 
+/* Deadlines short enough for a test (fixture data). */
+static const char *const fast_timeouts[] = { "--request-timeout", "0.3",
+                                             "--fork-timeout", "0.5", NULL };
+
+/*
+ * Start the agent on fx's dirs with extra options (NULL-terminated, or
+ * NULL), and be its host until its socket is up.
+ */
+static void fx_spawn(Fx *fx, const char *const *extra)
+{
+    const char *argv[32] = { agent_bin,   "--port-fd", "10",
+                             "--run-dir", fx->run,     "--root",
+                             fx->root,    "--dry-run", fx->dry,
+                             "--iface",   "eth0",      "--script-timeout",
+                             "5" };
+    int argc = 13, sv[2];
+    char *sock = g_build_filename(fx->run, SF_LOCAL_SOCK_NAME, NULL);
+
+    for (int i = 0; extra && extra[i]; i++) {
+        g_assert_cmpint(argc, <, G_N_ELEMENTS(argv) - 1);
+        argv[argc++] = extra[i];
+    }
+    g_unlink(sock);
+    fx->len = 0;
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==,
+                    0);
+    fx->agent = fork();
+    g_assert_cmpint(fx->agent, >=, 0);
+    if (fx->agent == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(sv[1], 10);
+        execv(agent_bin, (char **)argv);
+        _exit(127);
+    }
+    close(sv[1]);
+    fx->host = sv[0];
+
+    /* The agent says HELLO first; we are the device and welcome it. */
+    SfAgentHello hello;
+    uint32_t seq = host_expect(fx, SF_AGENT_HELLO, &hello);
+    g_assert_cmpuint(hello.agent_version, ==, SF_AGENT_VERSION);
+    SfAgentWelcome w = { .version = SF_AGENT_VERSION, .max_pending = 8 };
+    host_send(fx, SF_AGENT_WELCOME, seq, &w, sizeof(w));
+
+    for (int i = 0; i < 500 && !g_file_test(sock, G_FILE_TEST_EXISTS); i++) {
+        g_usleep(10000);
+    }
+    struct stat st;
+    g_assert_cmpint(stat(sock, &st), ==, 0);
+    g_assert_cmpint(st.st_mode & 0777, ==, 0666);
+    g_free(sock);
+}
+
 static void fx_setup(Fx *fx, gconstpointer data)
 {
-    int sv[2];
     char *d, *script;
 
     memset(fx, 0, sizeof(*fx));
@@ -179,36 +231,7 @@ static void fx_setup(Fx *fx, gconstpointer data)
     g_free(script);
     g_free(d);
 
-    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==,
-                    0);
-    fx->agent = fork();
-    g_assert_cmpint(fx->agent, >=, 0);
-    if (fx->agent == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(sv[1], 10);
-        execl(agent_bin, agent_bin, "--port-fd", "10", "--run-dir", fx->run,
-              "--root", fx->root, "--dry-run", fx->dry, "--iface", "eth0",
-              "--script-timeout", "5", (char *)NULL);
-        _exit(127);
-    }
-    close(sv[1]);
-    fx->host = sv[0];
-
-    /* The agent says HELLO first; we are the device and welcome it. */
-    SfAgentHello hello;
-    uint32_t seq = host_expect(fx, SF_AGENT_HELLO, &hello);
-    g_assert_cmpuint(hello.agent_version, ==, SF_AGENT_VERSION);
-    SfAgentWelcome w = { .version = SF_AGENT_VERSION, .max_pending = 8 };
-    host_send(fx, SF_AGENT_WELCOME, seq, &w, sizeof(w));
-
-    char *sock = g_build_filename(fx->run, SF_LOCAL_SOCK_NAME, NULL);
-    for (int i = 0; i < 500 && !g_file_test(sock, G_FILE_TEST_EXISTS); i++) {
-        g_usleep(10000);
-    }
-    struct stat st;
-    g_assert_cmpint(stat(sock, &st), ==, 0);
-    g_assert_cmpint(st.st_mode & 0777, ==, 0666);
-    g_free(sock);
+    fx_spawn(fx, data);
 }
 
 static void fx_teardown(Fx *fx, gconstpointer data)
@@ -351,6 +374,14 @@ static SfLocalAnswer raw_recv(int fd)
     g_assert_cmpint(h.type, ==, SF_LOCAL_ANSWER);
     g_assert_cmpint(h.length, ==, n - sizeof(h));
     return a;
+}
+
+/* Nothing arrives on a raw client for ms. */
+static bool raw_quiet(int fd, int ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+
+    return poll(&p, 1, ms) == 0;
 }
 
 static char *read_text(const char *dir, const char *name)
@@ -780,6 +811,223 @@ static void test_malformed_client(Fx *fx, gconstpointer data)
     g_assert_true(host_quiet(fx, 50));
 }
 
+/* A silent host: ETIMEDOUT in time, and the connection stays usable. */
+static void test_timeout_silent(Fx *fx, gconstpointer data)
+{
+    gint64 t0 = g_get_monotonic_time(), took;
+    Call *c = call_start(C_TICKET, 2, 0);
+    uint32_t seq = host_expect(fx, SF_AGENT_TICKET, NULL);
+
+    call_finish(c); /* the host never answers */
+    took = g_get_monotonic_time() - t0;
+    g_assert_cmpint(c->ret, ==, -1);
+    g_assert_cmpint(c->err, ==, ETIMEDOUT);
+    g_assert_cmpint(took, >=, 300000);
+    g_assert_cmpint(took, <, 3000000);
+    g_assert_cmpstr(c->msg, ==,
+                    "sf_request_ticket: the host did not answer the ticket "
+                    "request within 0.3 s; is sfd managing this VM?");
+    g_free(c);
+
+    /* The answer comes after all: dropped; the next call gets its own. */
+    host_result(fx, seq, 0, 2, 42);
+    c = call_start(C_KILL, 5, 0);
+    seq = host_expect(fx, SF_AGENT_KILL, NULL);
+    host_result(fx, seq, 0, 3, 0);
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, 3);
+    g_free(c);
+    g_assert_cmpint(sf_ticket_granted(42), ==, -1); /* not recorded */
+    g_assert_cmpint(errno, ==, ENOENT);
+
+    /* A fork request has the longer deadline. */
+    c = call_start(C_CHECKPOINT, 0, 0);
+    t0 = g_get_monotonic_time();
+    host_expect(fx, SF_AGENT_CHECKPOINT, NULL);
+    call_finish(c);
+    g_assert_cmpint(g_get_monotonic_time() - t0, >=, 400000);
+    g_assert_cmpint(c->err, ==, ETIMEDOUT);
+    g_assert_nonnull(strstr(c->msg, "the checkpoint request within 0.5 s"));
+    g_free(c);
+    g_assert_true(host_quiet(fx, 50));
+}
+
+/* A late RESULT is dropped: the client sees nothing more. */
+static void test_timeout_late_result(Fx *fx, gconstpointer data)
+{
+    int fd = raw_connect(fx);
+    SfLocalAnswer ans;
+    uint32_t seq;
+    Call *c;
+
+    raw_send(fd, &(SfLocalReq){ .op = SF_LOCAL_OP_TICKET, .n = 1 });
+    seq = host_expect(fx, SF_AGENT_TICKET, NULL);
+    ans = raw_recv(fd);
+    g_assert_cmpint(ans.error, ==, ETIMEDOUT);
+    g_assert_cmpuint(ans.value, ==, 300); /* ms */
+    g_assert_cmpuint(ans.count, ==, SF_LOCAL_TIMEOUT_UNANSWERED);
+    host_result(fx, seq, 0, 1, 55);
+    host_result(fx, seq, 0, 1, 56); /* a second one: unknown by now */
+    g_assert_true(raw_quiet(fd, 200));
+
+    raw_send(fd, &(SfLocalReq){ .op = SF_LOCAL_OP_KILL, .ticket = 5 });
+    host_result(fx, host_expect(fx, SF_AGENT_KILL, NULL), 0, 4, 0);
+    ans = raw_recv(fd);
+    g_assert_cmpint(ans.error, ==, 0);
+    g_assert_cmpuint(ans.count, ==, 4);
+    g_assert_true(raw_quiet(fd, 50));
+    close(fd);
+
+    /* A late CLONE result still counts its clones for sf_join. */
+    c = call_start(C_TICKET, 2, 0);
+    host_result(fx, host_expect(fx, SF_AGENT_TICKET, NULL), 0, 2, 7);
+    call_finish(c);
+    g_free(c);
+    c = call_start(C_CLONE, 7, 0);
+    seq = host_expect(fx, SF_AGENT_CLONE, NULL);
+    call_finish(c);
+    g_assert_cmpint(c->err, ==, ETIMEDOUT);
+    g_free(c);
+    host_result(fx, seq, 0, 2, 0);
+    c = call_start(C_JOIN, 7, 0);
+    host_exited(fx, 7, 1, SF_AGENT_HOW_EXITED, 0);
+    host_exited(fx, 7, 2, SF_AGENT_HOW_EXITED, 0);
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, 2);
+    g_free(c);
+}
+
+/*
+ * Timed-out requests the host still holds count against its max_pending
+ * (8 here): the next one waits in the agent and times out unsent.
+ */
+static void test_timeout_queued(Fx *fx, gconstpointer data)
+{
+    int fd[9];
+    uint32_t seq[8];
+    SfLocalAnswer ans;
+
+    for (int i = 0; i < 9; i++) {
+        fd[i] = raw_connect(fx);
+        raw_send(fd[i], &(SfLocalReq){ .op = SF_LOCAL_OP_TICKET, .n = 1 });
+        if (i < 8) {
+            seq[i] = host_expect(fx, SF_AGENT_TICKET, NULL);
+        }
+    }
+    g_assert_true(host_quiet(fx, 100));
+    for (int i = 0; i < 9; i++) {
+        ans = raw_recv(fd[i]);
+        g_assert_cmpint(ans.error, ==, ETIMEDOUT);
+        g_assert_cmpuint(ans.count, ==,
+                         i < 8 ? SF_LOCAL_TIMEOUT_UNANSWERED
+                               : SF_LOCAL_TIMEOUT_QUEUED);
+    }
+    Call *c = call_start(C_KILL, 3, 0);
+    call_finish(c);
+    g_assert_cmpint(c->err, ==, ETIMEDOUT);
+    g_assert_nonnull(strstr(c->msg, "never sent"));
+    g_free(c);
+
+    /* Still full; a late answer frees a slot and the queue moves. */
+    raw_send(fd[0], &(SfLocalReq){ .op = SF_LOCAL_OP_KILL, .ticket = 3 });
+    g_assert_true(host_quiet(fx, 100));
+    host_result(fx, seq[3], EDQUOT, 0, 0);
+    host_result(fx, host_expect(fx, SF_AGENT_KILL, NULL), 0, 1, 0);
+    ans = raw_recv(fd[0]);
+    g_assert_cmpint(ans.error, ==, 0);
+    g_assert_cmpuint(ans.count, ==, 1);
+
+    for (int i = 0; i < 9; i++) {
+        close(fd[i]);
+    }
+}
+
+/*
+ * A late IDENTITY: this VM is a clone all the same.  The identity is
+ * applied, and since its program was told the fork failed, the clone is
+ * reported lost.
+ */
+static void test_timeout_late_identity(Fx *fx, gconstpointer data)
+{
+    SfAgentIdentity ident = make_identity(2);
+    int fd = raw_connect(fx);
+    SfLocalAnswer ans;
+    SfAgentExitReq ex;
+    char *text;
+
+    raw_send(fd, &(SfLocalReq){ .op = SF_LOCAL_OP_CLONE, .ticket = 9 });
+    uint32_t seq = host_expect(fx, SF_AGENT_CLONE, NULL);
+    ans = raw_recv(fd);
+    g_assert_cmpint(ans.error, ==, ETIMEDOUT);
+    g_assert_cmpuint(ans.value, ==, 500);
+    g_assert_false(g_file_test(fx->dry, G_FILE_TEST_EXISTS));
+
+    host_send(fx, SF_AGENT_IDENTITY, seq, &ident, sizeof(ident));
+    host_expect(fx, SF_AGENT_EXIT, &ex);
+    g_assert_cmpuint(ex.how, ==, SF_AGENT_HOW_LOST);
+    g_assert_cmpint(sf_id(), ==, 2);
+    g_assert_cmpint(sf_generation(), ==, 1);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_true(g_str_has_prefix(text, "id 2 generation 1 ticket 9\n"));
+    g_assert_nonnull(strstr(text, "\nrng reseed\n"));
+    g_assert_nonnull(strstr(text, "\nclock 1700000000123456789\n"));
+    g_assert_nonnull(strstr(text, "\nmac eth0 02:53:46:00:00:02\n"));
+    g_assert_nonnull(strstr(text, "\nip eth0 10.1.2.4/24\n"));
+    g_assert_nonnull(strstr(text, "\nhostname vm-2\n"));
+    g_free(text);
+    text = read_text(fx->run, "hostname");
+    g_assert_cmpstr(text, ==, "vm-2\n");
+    g_free(text);
+    g_assert_true(raw_quiet(fd, 100)); /* the caller heard ETIMEDOUT only */
+
+    /* The connection goes on, on the clone's channel. */
+    raw_send(fd, &(SfLocalReq){ .op = SF_LOCAL_OP_TICKET, .n = 1 });
+    host_result(fx, host_expect(fx, SF_AGENT_TICKET, NULL), 0, 1, 12);
+    ans = raw_recv(fd);
+    g_assert_cmpint(ans.error, ==, 0);
+    g_assert_cmpuint(ans.value, ==, 12);
+    close(fd);
+    g_assert_true(host_quiet(fx, 100)); /* lost was reported once */
+}
+
+/*
+ * sf_join has no deadline, but fails when the exits can no longer be
+ * reported: the agent goes away while it waits, or a restarted agent
+ * lost its table.
+ */
+static void test_join_agent_restart(Fx *fx, gconstpointer data)
+{
+    Call *c = call_start(C_TICKET, 2, 0);
+    int ws;
+
+    host_result(fx, host_expect(fx, SF_AGENT_TICKET, NULL), 0, 2, 7);
+    call_finish(c);
+    g_free(c);
+    c = call_start(C_CLONE, 7, 0);
+    host_result(fx, host_expect(fx, SF_AGENT_CLONE, NULL), 0, 2, 0);
+    call_finish(c);
+    g_free(c);
+
+    c = call_start(C_JOIN, 7, 0);
+    g_usleep(700000); /* longer than any deadline of the fast agent */
+    g_assert_false(g_atomic_int_get(&c->done));
+    kill(fx->agent, SIGKILL);
+    waitpid(fx->agent, &ws, 0);
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, -1);
+    g_assert_cmpint(c->err, ==, ECONNRESET);
+    g_assert_nonnull(strstr(c->msg, "went away"));
+    g_free(c);
+
+    close(fx->host);
+    fx_spawn(fx, data);
+    c = call_local(C_JOIN, 7, 0);
+    g_assert_cmpint(c->ret, ==, -1);
+    g_assert_cmpint(c->err, ==, ENOENT);
+    g_assert_nonnull(strstr(c->msg, "restarted"));
+    g_free(c);
+}
+
 /* The agent refuses to run against a fake channel without a dry run. */
 static void test_safety_options(void)
 {
@@ -788,6 +1036,9 @@ static void test_safety_options(void)
         { "--port", "/dev/null", "--dry-run", "/tmp/x", NULL }, /* no dirs */
         { "--port-fd", "0", "--dry-run", "/tmp/x", "--run-dir", "/tmp",
           "--root", "/", NULL },
+        { "--request-timeout", "0", NULL },
+        { "--request-timeout", "soon", NULL },
+        { "--fork-timeout", "-1", NULL },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
@@ -821,6 +1072,8 @@ int main(int argc, char **argv)
     g_free(run);
 #define ADD(name, fn)                                                          \
     g_test_add("/agent/" name, Fx, NULL, fx_setup, fn, fx_teardown)
+#define ADD_FAST(name, fn)                                                     \
+    g_test_add("/agent/" name, Fx, fast_timeouts, fx_setup, fn, fx_teardown)
     ADD("ticket", test_ticket);
     ADD("host-errors", test_host_errors);
     ADD("clone-join-kill", test_clone_join_kill);
@@ -832,6 +1085,11 @@ int main(int argc, char **argv)
     ADD("lost", test_lost);
     ADD("cancel-on-identity", test_cancel_on_identity);
     ADD("malformed-client", test_malformed_client);
+    ADD_FAST("timeout-silent", test_timeout_silent);
+    ADD_FAST("timeout-late-result", test_timeout_late_result);
+    ADD_FAST("timeout-queued", test_timeout_queued);
+    ADD_FAST("timeout-late-identity", test_timeout_late_identity);
+    ADD_FAST("join-agent-restart", test_join_agent_restart);
     g_test_add_func("/agent/safety-options", test_safety_options);
     int ret = g_test_run();
     g_rmdir(base_dir);

@@ -72,14 +72,21 @@ class FakeHost:
 
 
 @pytest.fixture
-def host(tmp_path):
+def host_args():
+    """Extra sf-agent options; a test overrides it with parametrize."""
+    return []
+
+
+@pytest.fixture
+def host(tmp_path, host_args):
     run, root = tmp_path / "run", tmp_path / "root"
     run.mkdir()
     root.mkdir()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     agent = subprocess.Popen(
         [AGENT, "--port-fd", str(theirs.fileno()), "--run-dir", str(run),
-         "--root", str(root), "--dry-run", str(tmp_path / "dry-run.log")],
+         "--root", str(root), "--dry-run", str(tmp_path / "dry-run.log")]
+        + host_args,
         pass_fds=[theirs.fileno()])
     theirs.close()
     os.environ["SF_RUN_DIR"] = str(run)
@@ -157,6 +164,22 @@ def test_python_errors(host, err):
     with pytest.raises(snowflock.Error) as e:
         snowflock.exit(0)           # not a clone
     assert e.value.errno == errno.ENOTSUP
+
+
+@pytest.mark.parametrize("host_args", [["--request-timeout", "0.2"]])
+def test_python_timeout(host):
+    call = in_thread(snowflock.request_ticket, 2)
+    seq, _ = host.expect(TICKET)    # and never answered in time
+    with pytest.raises(snowflock.Error) as e:
+        finish(call)
+    assert e.value.errno == errno.ETIMEDOUT
+    assert ("the host did not answer the ticket request within 0.2 s; "
+            "is sfd managing this VM?") in e.value.strerror
+    host.result(seq, count=2, value=5)      # late: dropped
+    call = in_thread(snowflock.request_ticket, 1)
+    seq, _ = host.expect(TICKET)
+    host.result(seq, count=1, value=6)
+    assert finish(call).id == 6
 
 
 def run_tool(host, argv):
