@@ -116,6 +116,7 @@ static int real_rng(void *ctx, const uint8_t *e, size_t len)
     memcpy(pool.buf, e, len);
     fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
+        explicit_bzero(&pool, sizeof(pool));
         return -errno;
     }
     if (ioctl(fd, RNDADDENTROPY, &pool) < 0) {
@@ -129,6 +130,8 @@ static int real_rng(void *ctx, const uint8_t *e, size_t len)
     }
 #endif
     close(fd);
+    /* The clone's seed must not linger in the agent's memory. */
+    explicit_bzero(&pool, sizeof(pool));
     return ret;
 }
 
