@@ -21,8 +21,9 @@
  *   create cp t     launches t's clones from checkpoint cp; identities
  *                   answer the checkpoint request
  *
- * Ticket and checkpoint ids come from one counter per sfd (1, 2, ...);
- * they do not survive an sfd restart.
+ * Ticket and checkpoint ids come from one counter per sfd (1, 2, ...),
+ * never reused, even across a restart.  The state survives sfd itself:
+ * it is in each VM's record, see "surviving an sfd restart" below.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -232,6 +233,137 @@ gboolean sfd_ticket_member_ended(SfdTicket *tk, int clone_id, int status,
     return TRUE;
 }
 
+/* ---- the ticket table in a record ---- */
+
+/* Members are [name, ended, status, how, reported]: a table holds at
+ * most max_total tickets of at most 64 clones, so the record stays
+ * bounded (about 40 bytes a clone). */
+JsonNode *sfd_tickets_to_json(SfdTicketTable *t, gint64 mono_us, gint64 real_us)
+{
+    JsonArray *a = json_array_new();
+    JsonNode *n = json_node_alloc();
+
+    for (guint i = 0; t->tickets && i < t->tickets->len; i++) {
+        SfdTicket *tk = t->tickets->pdata[i];
+        JsonObject *o = json_object_new();
+        JsonArray *ma = json_array_new();
+
+        json_object_set_int_member(o, "id", tk->id);
+        json_object_set_int_member(o, "granted", tk->granted);
+        /* A clone or create in flight is not resumed: unused again. */
+        json_object_set_string_member(
+            o, "state", tk->state == SFD_TICKET_USED ? "used" : "unused");
+        json_object_set_int_member(o, "created-at",
+                                   real_us - (mono_us - tk->created_us));
+        if (tk->checkpoint) {
+            json_object_set_int_member(o, "checkpoint", tk->checkpoint);
+        }
+        for (guint k = 0; tk->state == SFD_TICKET_USED && k < tk->members->len;
+             k++) {
+            SfdTicketMember *m = tk->members->pdata[k];
+            JsonArray *e = json_array_new();
+            json_array_add_string_element(e, m->vm);
+            json_array_add_int_element(e, m->ended);
+            json_array_add_int_element(e, m->status);
+            json_array_add_int_element(e, m->how);
+            json_array_add_int_element(e, m->reported);
+            json_array_add_array_element(ma, e);
+        }
+        json_object_set_array_member(o, "clones", ma);
+        json_array_add_object_element(a, o);
+    }
+    json_node_init_array(n, a);
+    json_array_unref(a);
+    return n;
+}
+
+static gboolean json_int(JsonNode *n, gint64 *out)
+{
+    if (!n || !JSON_NODE_HOLDS_VALUE(n) ||
+        json_node_get_value_type(n) != G_TYPE_INT64) {
+        return FALSE;
+    }
+    *out = json_node_get_int(n);
+    return TRUE;
+}
+
+void sfd_tickets_from_json(SfdTicketTable *t, JsonArray *a, gint64 mono_us,
+                           gint64 real_us)
+{
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        JsonNode *tn = json_array_get_element(a, i);
+        JsonObject *o;
+        JsonArray *ma;
+        gint64 id, granted, at, cp = 0;
+        const char *st;
+        SfdTicket *tk;
+
+        if (t->tickets->len >= t->max_total || !JSON_NODE_HOLDS_OBJECT(tn)) {
+            continue;
+        }
+        o = json_node_get_object(tn);
+        st = json_object_get_string_member_with_default(o, "state", "");
+        ma = json_object_has_member(o, "clones") &&
+                     JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "clones"))
+                 ? json_object_get_array_member(o, "clones")
+                 : NULL;
+        if (!json_int(json_object_get_member(o, "id"), &id) || id <= 0 ||
+            sfd_tickets_find(t, id) ||
+            !json_int(json_object_get_member(o, "granted"), &granted) ||
+            granted < 1 || granted > 64 ||
+            !json_int(json_object_get_member(o, "created-at"), &at) ||
+            (strcmp(st, "used") && strcmp(st, "unused")) ||
+            (json_object_has_member(o, "checkpoint") &&
+             (!json_int(json_object_get_member(o, "checkpoint"), &cp) ||
+              cp < 0)) ||
+            (ma && json_array_get_length(ma) > (guint)granted)) {
+            g_warning("ticket record %u is malformed (dropped)", i);
+            continue;
+        }
+        tk = g_new0(SfdTicket, 1);
+        tk->id = id;
+        tk->granted = granted;
+        tk->state = strcmp(st, "used") ? SFD_TICKET_UNUSED : SFD_TICKET_USED;
+        /* Its age by the wall clock (never negative), as a monotonic
+         * time again. */
+        tk->created_us = mono_us - MAX(0, real_us - at);
+        tk->checkpoint = cp;
+        tk->members = g_ptr_array_new_with_free_func(member_free);
+        for (guint k = 0; tk->state == SFD_TICKET_USED && ma &&
+                          k < json_array_get_length(ma);
+             k++) {
+            JsonNode *en = json_array_get_element(ma, k);
+            JsonArray *e =
+                JSON_NODE_HOLDS_ARRAY(en) ? json_node_get_array(en) : NULL;
+            SfdTicketMember *m = g_new0(SfdTicketMember, 1);
+            gint64 v[4] = { 0, 0, 0, 0 };
+            gboolean ok = e && json_array_get_length(e) == 5;
+
+            for (guint j = 0; ok && j < 4; j++) {
+                ok = json_int(json_array_get_element(e, j + 1), &v[j]);
+            }
+            const char *name =
+                ok ? json_node_get_string(json_array_get_element(e, 0)) : NULL;
+            if (!name || v[2] < 0 || v[2] > HOW_CRASHED || v[1] < G_MININT32 ||
+                v[1] > G_MAXINT32) {
+                /* Unreadable: its clone is reported as crashed. */
+                m->vm = g_strdup("?");
+                m->ended = TRUE;
+                m->status = -1;
+                m->how = HOW_CRASHED;
+            } else {
+                m->vm = g_strdup(name);
+                m->ended = v[0] != 0;
+                m->status = v[1];
+                m->how = v[2];
+                m->reported = v[3] != 0;
+            }
+            g_ptr_array_add(tk->members, m);
+        }
+        g_ptr_array_add(t->tickets, tk);
+    }
+}
+
 /* ---- per-VM state ---- */
 
 typedef struct SfdCheckpoint {
@@ -269,9 +401,73 @@ struct SfdAgent {
     gboolean exit_set; /* it asked to exit */
     int exit_status, exit_how;
     gboolean killed; /* ended by kill */
+    /* Adopted parent: clone-exited replies wait until its QMP is back
+     * (sfd_agent_adopted sends what is owed). */
+    gboolean hold_reports;
 };
 
-static guint64 next_handle = 1; /* ticket and checkpoint ids */
+/* Ticket and checkpoint ids, never reused, even across restarts: ids
+ * below handle_reserved are recorded as taken in <state>/agent-ids.json,
+ * which is rewritten once every SFD_AGENT_ID_BLOCK ids. */
+#define SFD_AGENT_ID_BLOCK 64
+static guint64 next_handle = 1;
+static guint64 handle_reserved = 0;
+
+static char *ids_path(void)
+{
+    return g_build_filename(sfd->state_dir, "agent-ids.json", NULL);
+}
+
+static guint64 handle_take(void)
+{
+    if (sfd && next_handle >= handle_reserved) {
+        g_autofree char *path = ids_path();
+        g_autofree char *err = NULL;
+        JsonObject *o = json_object_new();
+        g_autoptr(JsonNode) n = json_node_alloc();
+        guint64 upto = next_handle + SFD_AGENT_ID_BLOCK;
+
+        json_object_set_int_member(o, "next", upto);
+        json_node_init_object(n, o);
+        json_object_unref(o);
+        if (sfd_state_write_json(path, n, &err) < 0) {
+            g_warning("cannot record guest ids: %s", err);
+        } else {
+            handle_reserved = upto;
+        }
+    }
+    return next_handle++;
+}
+
+static void handle_seen(guint64 id)
+{
+    if (id >= next_handle && id < G_MAXINT64) {
+        next_handle = id + 1;
+    }
+}
+
+void sfd_agent_ids_load(void)
+{
+    g_autofree char *path = ids_path();
+    g_autofree char *err = NULL;
+    g_autoptr(JsonNode) n = NULL;
+
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        return;
+    }
+    n = sfd_state_read_json(path, &err);
+    if (!n || !JSON_NODE_HOLDS_OBJECT(n)) {
+        g_warning("%s: %s", path, err ? err : "not an object");
+        return;
+    }
+    gint64 v = json_object_get_int_member_with_default(json_node_get_object(n),
+                                                       "next", 0);
+    if (v > 0) {
+        handle_seen(v - 1);
+        /* Everything below was (maybe) handed out: start above it. */
+        handle_reserved = next_handle;
+    }
+}
 
 static void checkpoint_free(gpointer p)
 {
@@ -294,6 +490,15 @@ static SfdAgent *agent_get(SfdVm *vm)
         vm->agent = a;
     }
     return vm->agent;
+}
+
+/* Record a VM's agent state (in its record, state.c) if the VM is still
+ * sfd's: an ended VM's record is gone and must stay gone. */
+static void agent_save(SfdVm *vm)
+{
+    if (vm->state != SFD_VM_EXITED && sfd_vm_lookup(vm->name) == vm) {
+        sfd_state_save_vm(vm);
+    }
 }
 
 void sfd_agent_free(SfdAgent *a)
@@ -716,7 +921,8 @@ static void op_ticket(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
         answer(vm, req, "ticket", err, 0, 0);
         return;
     }
-    next_handle++;
+    handle_take();
+    agent_save(vm);
     answer(vm, req, "ticket", 0, m, tk->id);
 }
 
@@ -762,6 +968,9 @@ static void guest_forked(SfdVm *parent, GPtrArray *clones, guint32 generation,
             cp->next_qemu_id += clones->len;
         }
     }
+    /* Before any clone's record (clone_launch): a clone on record always
+     * has its ticket on record. */
+    agent_save(parent);
     answer(parent, gf->request, gf->op, 0, clones->len, 0);
 }
 
@@ -941,6 +1150,7 @@ static void op_kill(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
         SfdVm *c = member_vm(vm, tk, tk->members->pdata[i]);
         if (c) {
             c->agent->killed = TRUE;
+            agent_save(c);
             sfd_vm_stop(c);
             n++;
         }
@@ -987,6 +1197,7 @@ static void op_exit(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d)
     a->exit_set = TRUE;
     a->exit_status = (int)(gint64)st;
     a->exit_how = h;
+    agent_save(vm); /* told as asked even if sfd restarts meanwhile */
     g_message("%s: the guest exits (%s %d)", vm->name, how_names[h],
               a->exit_status);
     guest_event(vm, req, "exit", 0, 0, 0);
@@ -1035,7 +1246,7 @@ static SfdCheckpoint *cp_keep(CpOp *op, JsonObject *o)
         checkpoint_free(cp);
         return NULL;
     }
-    cp->id = next_handle++;
+    cp->id = handle_take();
     return cp;
 }
 
@@ -1060,6 +1271,7 @@ static void cp_forked(SfdQmp *q, JsonNode *ret, const char *err,
         }
     } else if ((cp = cp_keep(op, o))) {
         g_ptr_array_add(a->checkpoints, cp);
+        agent_save(vm);
         g_message("%s: checkpoint %" G_GUINT64_FORMAT
                   " (fork %" G_GUINT64_FORMAT ", page server %d)",
                   vm->name, cp->id, cp->fork_id, cp->server_pid);
@@ -1198,6 +1410,61 @@ static gboolean fork_dir_in_use(const char *dir)
     return FALSE;
 }
 
+typedef struct ExitReport {
+    char *parent;
+    pid_t parent_pid;
+    guint64 ticket;
+    int member;
+} ExitReport;
+
+static void exit_report_done(SfdQmp *q, JsonNode *ret, const char *err,
+                             gpointer opaque)
+{
+    ExitReport *r = opaque;
+    SfdVm *p = sfd_vm_lookup(r->parent);
+
+    if (err) {
+        reply_failed(r->parent, "clone-exited", err);
+    } else if (p && p->pid == r->parent_pid && p->agent) {
+        SfdTicket *tk = sfd_tickets_find(&p->agent->tickets, r->ticket);
+        if (tk && r->member >= 1 && r->member <= (int)tk->members->len) {
+            SfdTicketMember *m = tk->members->pdata[r->member - 1];
+            if (!m->reported) {
+                m->reported = TRUE;
+                agent_save(p); /* not owed again after a restart */
+            }
+        }
+    }
+    g_free(r->parent);
+    g_free(r);
+}
+
+/* sf-agent-reply kind=clone-exited to parent p; the member is marked
+ * reported once QEMU took it. */
+static void report_exit(SfdVm *p, guint64 ticket, int member, int status,
+                        int how)
+{
+    JsonObject *o = json_object_new();
+    ExitReport *r;
+
+    json_object_set_string_member(o, "kind", "clone-exited");
+    json_object_set_int_member(o, "ticket", ticket);
+    json_object_set_int_member(o, "clone-id", member);
+    json_object_set_int_member(o, "status", status);
+    json_object_set_string_member(o, "how", how_names[how]);
+    if (!p->qmp || p->state == SFD_VM_EXITED) {
+        json_object_unref(o);
+        reply_failed(p->name, "clone-exited", "QMP is not connected");
+        return;
+    }
+    r = g_new0(ExitReport, 1);
+    r->parent = g_strdup(p->name);
+    r->parent_pid = p->pid;
+    r->ticket = ticket;
+    r->member = member;
+    sfd_qmp_cmd(p->qmp, "sf-agent-reply", o, exit_report_done, r);
+}
+
 static void clone_ending(SfdVm *vm, SfdAgent *a)
 {
     SfdVm *p = a->parent ? sfd_vm_lookup(a->parent) : NULL;
@@ -1216,14 +1483,11 @@ static void clone_ending(SfdVm *vm, SfdAgent *a)
         if (tk && !sfd_ticket_member_ended(tk, a->member, status, how)) {
             return; /* already reported */
         }
-        if (p->state == SFD_VM_RUNNING) {
-            JsonObject *o = json_object_new();
-            json_object_set_string_member(o, "kind", "clone-exited");
-            json_object_set_int_member(o, "ticket", a->ticket);
-            json_object_set_int_member(o, "clone-id", a->member);
-            json_object_set_int_member(o, "status", status);
-            json_object_set_string_member(o, "how", how_names[how]);
-            send_reply(p, o, "clone-exited");
+        if (tk) {
+            agent_save(p);
+        }
+        if (p->state == SFD_VM_RUNNING && !p->agent->hold_reports) {
+            report_exit(p, a->ticket, a->member, status, how);
         }
     }
     g_message("%s: clone %d of ticket %" G_GUINT64_FORMAT " of %s ended: "
@@ -1346,4 +1610,267 @@ JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail)
     json_node_init_object(n, o);
     json_object_unref(o);
     return n;
+}
+
+/* ---- surviving an sfd restart ----
+ *
+ * A VM's agent state is the "agent" member of its record (state.c),
+ * rewritten whenever it changes: a parent's tickets (which clone is
+ * member k, how each ended and whether the parent was told) and
+ * checkpoints; a clone's ticket, parent and how it asked to end.  What
+ * is not kept: counters, the token bucket (full again), a fork in flight
+ * (busy; its ticket is unused again, its request unanswered: the guest
+ * agent times it out) and a checkpoint in flight (its directory is
+ * swept). */
+
+void sfd_agent_save(SfdVm *vm, JsonBuilder *b)
+{
+    SfdAgent *a = vm->agent;
+
+    if (!a) {
+        return;
+    }
+#define INT(k, v)                                                              \
+    json_builder_set_member_name(b, k);                                        \
+    json_builder_add_int_value(b, v);
+    json_builder_set_member_name(b, "agent");
+    json_builder_begin_object(b);
+    if (!vm->clone_id) {
+        json_builder_set_member_name(b, "tickets");
+        json_builder_add_value(b, sfd_tickets_to_json(&a->tickets,
+                                                      g_get_monotonic_time(),
+                                                      g_get_real_time()));
+        json_builder_set_member_name(b, "checkpoints");
+        json_builder_begin_array(b);
+        for (guint i = 0; i < a->checkpoints->len; i++) {
+            SfdCheckpoint *cp = a->checkpoints->pdata[i];
+            json_builder_begin_object(b);
+            INT("id", cp->id);
+            INT("request", cp->request);
+            INT("fork-id", (gint64)cp->fork_id);
+            INT("server-pid", cp->server_pid);
+            INT("server-starttime", cp->server_starttime);
+            INT("next-qemu-id", cp->next_qemu_id);
+            INT("generation", cp->generation);
+            json_builder_set_member_name(b, "dir");
+            json_builder_add_string_value(b, cp->dir);
+            json_builder_set_member_name(b, "clone-args");
+            json_builder_begin_array(b);
+            for (char **s = cp->clone_args; s && *s; s++) {
+                json_builder_add_string_value(b, *s);
+            }
+            json_builder_end_array(b);
+            json_builder_end_object(b);
+        }
+        json_builder_end_array(b);
+    } else if (a->ticket && a->parent) {
+        json_builder_set_member_name(b, "parent");
+        json_builder_add_string_value(b, a->parent);
+        INT("parent-pid", a->parent_pid);
+        INT("ticket", a->ticket);
+        INT("member", a->member);
+        if (a->exit_set) {
+            INT("exit-status", a->exit_status);
+            INT("exit-how", a->exit_how);
+        }
+        json_builder_set_member_name(b, "killed");
+        json_builder_add_boolean_value(b, a->killed);
+    }
+#undef INT
+    json_builder_end_object(b);
+}
+
+static SfdCheckpoint *checkpoint_restore(SfdVm *vm, JsonObject *o)
+{
+    SfdCheckpoint *cp = g_new0(SfdCheckpoint, 1);
+    g_autofree char *parent_dir = NULL;
+    JsonArray *ca;
+    gint64 id = 0, req = 0, fid = 0, spid = 0, sst = 0, next = 0, gen = 0;
+
+    if (!json_int(json_object_get_member(o, "id"), &id) ||
+        !json_int(json_object_get_member(o, "request"), &req) ||
+        !json_int(json_object_get_member(o, "fork-id"), &fid) ||
+        !json_int(json_object_get_member(o, "server-pid"), &spid) ||
+        !json_int(json_object_get_member(o, "server-starttime"), &sst) ||
+        !json_int(json_object_get_member(o, "next-qemu-id"), &next) ||
+        !json_int(json_object_get_member(o, "generation"), &gen) ||
+        !json_object_get_string_member_with_default(o, "dir", NULL) ||
+        !json_object_has_member(o, "clone-args") ||
+        !JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "clone-args")) ||
+        id <= 0 || req <= 0 || req > G_MAXUINT32 || spid <= 0 ||
+        spid > G_MAXINT32 || next < 1 ||
+        next > SFD_AGENT_CHECKPOINT_CLONES + 1 || gen < 0 ||
+        gen > G_MAXUINT32) {
+        g_free(cp);
+        g_warning("%s: a checkpoint record is malformed (dropped)", vm->name);
+        return NULL;
+    }
+    cp->id = id;
+    cp->request = req;
+    cp->fork_id = (guint64)fid;
+    cp->server_pid = spid;
+    cp->server_starttime = sst;
+    cp->next_qemu_id = next;
+    cp->generation = gen;
+    cp->dir = g_strdup(json_object_get_string_member(o, "dir"));
+    ca = json_object_get_array_member(o, "clone-args");
+    cp->clone_args = g_new0(char *, json_array_get_length(ca) + 1);
+    for (guint i = 0; i < json_array_get_length(ca); i++) {
+        const char *v = json_node_get_string(json_array_get_element(ca, i));
+        cp->clone_args[i] = g_strdup(v ? v : "");
+    }
+    handle_seen(cp->id);
+    parent_dir = g_path_get_dirname(cp->dir);
+    /* Only a fork directory of ours, with its page server alive: a
+     * checkpoint without one cannot make clones, and holds a slot. */
+    if (strcmp(parent_dir, sfd->run_dir) ||
+        !g_file_test(cp->dir, G_FILE_TEST_IS_DIR) ||
+        !sfd_proc_alive(cp->server_pid, cp->server_starttime)) {
+        g_warning("%s: checkpoint %" G_GUINT64_FORMAT " lost its fork "
+                  "directory or page server while sfd was away (dropped)",
+                  vm->name, cp->id);
+        if (!strcmp(parent_dir, sfd->run_dir)) {
+            sfd_fork_dir_remove(cp->dir);
+        }
+        checkpoint_free(cp);
+        return NULL;
+    }
+    return cp;
+}
+
+void sfd_agent_restore(SfdVm *vm, JsonObject *rec)
+{
+    JsonNode *an = json_object_get_member(rec, "agent");
+    JsonObject *o;
+    SfdAgent *a;
+
+    if (!an || !JSON_NODE_HOLDS_OBJECT(an)) {
+        return;
+    }
+    o = json_node_get_object(an);
+    a = agent_get(vm);
+    if (!vm->clone_id) {
+        JsonNode *tn = json_object_get_member(o, "tickets");
+        JsonNode *cn = json_object_get_member(o, "checkpoints");
+        if (tn && JSON_NODE_HOLDS_ARRAY(tn)) {
+            sfd_tickets_from_json(&a->tickets, json_node_get_array(tn),
+                                  g_get_monotonic_time(), g_get_real_time());
+        }
+        for (guint i = 0; i < a->tickets.tickets->len; i++) {
+            handle_seen(((SfdTicket *)a->tickets.tickets->pdata[i])->id);
+        }
+        for (guint i = 0; cn && JSON_NODE_HOLDS_ARRAY(cn) &&
+                          i < json_array_get_length(json_node_get_array(cn));
+             i++) {
+            JsonNode *e = json_array_get_element(json_node_get_array(cn), i);
+            SfdCheckpoint *cp;
+            if (a->checkpoints->len >= SFD_AGENT_MAX_CHECKPOINTS ||
+                !JSON_NODE_HOLDS_OBJECT(e)) {
+                continue;
+            }
+            cp = checkpoint_restore(vm, json_node_get_object(e));
+            if (cp && checkpoint_find(a, cp->id)) {
+                checkpoint_free(cp);
+            } else if (cp) {
+                g_ptr_array_add(a->checkpoints, cp);
+            }
+        }
+        a->hold_reports = TRUE;
+        return;
+    }
+    gint64 t = 0, member = 0, ppid = 0, st = 0, how = -1;
+    const char *parent =
+        json_object_get_string_member_with_default(o, "parent", NULL);
+    if (!parent || !json_int(json_object_get_member(o, "ticket"), &t) ||
+        t <= 0 || !json_int(json_object_get_member(o, "member"), &member) ||
+        member < 1 || member > SFD_AGENT_CHECKPOINT_CLONES ||
+        !json_int(json_object_get_member(o, "parent-pid"), &ppid)) {
+        return; /* not a ticket's clone (or unreadable): nobody to tell */
+    }
+    g_free(a->parent);
+    a->parent = g_strdup(parent);
+    a->parent_pid = ppid;
+    a->ticket = t;
+    a->member = member;
+    if (json_int(json_object_get_member(o, "exit-how"), &how) &&
+        how >= HOW_EXITED && how <= HOW_CRASHED &&
+        json_int(json_object_get_member(o, "exit-status"), &st)) {
+        a->exit_set = TRUE;
+        a->exit_how = how;
+        a->exit_status = (int)st;
+    }
+    a->killed = json_object_get_boolean_member_with_default(o, "killed", FALSE);
+}
+
+/* Every record is loaded: a ticket member whose clone has no record
+ * (or another ticket's) ended while sfd was away without a trace. */
+void sfd_agent_adopt_check(void)
+{
+    GHashTableIter it;
+    gpointer v;
+
+    g_hash_table_iter_init(&it, sfd->vms);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        SfdVm *p = v;
+        SfdAgent *a = p->agent;
+        gboolean changed = FALSE;
+
+        for (guint i = 0; a && !p->clone_id && i < a->tickets.tickets->len;
+             i++) {
+            SfdTicket *tk = a->tickets.tickets->pdata[i];
+            for (guint k = 0; k < tk->members->len; k++) {
+                SfdTicketMember *m = tk->members->pdata[k];
+                SfdVm *c = m->ended ? NULL : sfd_vm_lookup(m->vm);
+                if (m->ended ||
+                    (c && c->clone_id && c->agent && c->agent->parent &&
+                     c->agent->ticket == tk->id &&
+                     c->agent->member == (int)k + 1 &&
+                     c->agent->parent_pid == p->pid &&
+                     !strcmp(c->agent->parent, p->name))) {
+                    continue;
+                }
+                g_message("%s: clone %u of ticket %" G_GUINT64_FORMAT
+                          " (%s) is gone without a record: crashed",
+                          p->name, k + 1, tk->id, m->vm);
+                m->ended = TRUE;
+                m->status = -1;
+                m->how = HOW_CRASHED;
+                changed = TRUE;
+            }
+        }
+        if (changed) {
+            sfd_state_save_vm(p);
+        }
+    }
+}
+
+/* An adopted parent's QMP is back (err NULL) or not: send the
+ * clone-exited replies it is owed (a repeat is harmless: the guest agent
+ * records a clone's end, it does not count them). */
+void sfd_agent_adopted(SfdVm *vm, const char *err)
+{
+    SfdAgent *a = vm->agent;
+    guint n = 0;
+
+    if (!a || vm->clone_id) {
+        return;
+    }
+    a->hold_reports = FALSE;
+    if (err || vm->state != SFD_VM_RUNNING) {
+        return;
+    }
+    for (guint i = 0; i < a->tickets.tickets->len; i++) {
+        SfdTicket *tk = a->tickets.tickets->pdata[i];
+        for (guint k = 0; k < tk->members->len; k++) {
+            SfdTicketMember *m = tk->members->pdata[k];
+            if (m->ended && !m->reported) {
+                report_exit(vm, tk->id, k + 1, m->status, m->how);
+                n++;
+            }
+        }
+    }
+    if (n) {
+        g_message("%s: %u clone end%s reported after the restart", vm->name, n,
+                  n == 1 ? "" : "s");
+    }
 }

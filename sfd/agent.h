@@ -10,6 +10,7 @@
 #define SFD_AGENT_H
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 /* Guest requests reaching sfd, per VM (QEMU limits the guest first). */
 #define SFD_AGENT_RATE  5.0 /* per second */
@@ -48,7 +49,8 @@ typedef struct SfdTicketMember {
     char *vm; /* the clone's sfd name */
     gboolean ended;
     int status;
-    int how; /* SfAgentHow */
+    int how;           /* SfAgentHow */
+    gboolean reported; /* the parent's QEMU took the clone-exited reply */
 } SfdTicketMember;
 
 typedef struct SfdTicket {
@@ -88,5 +90,14 @@ gboolean sfd_ticket_member_ended(SfdTicket *tk, int clone_id, int status,
                                  int how);
 /* Used and every member ended. */
 gboolean sfd_ticket_finished(SfdTicket *tk);
+
+/* The table as JSON for the VM's record (created times as wall clock,
+ * real_us), and back: tickets whose clone or create request was in
+ * flight are unused again; malformed entries are skipped.  Both take
+ * the current monotonic and real times. */
+JsonNode *sfd_tickets_to_json(SfdTicketTable *t, gint64 mono_us,
+                              gint64 real_us);
+void sfd_tickets_from_json(SfdTicketTable *t, JsonArray *a, gint64 mono_us,
+                           gint64 real_us);
 
 #endif

@@ -227,6 +227,15 @@ typedef void (*SfdIdentityDone)(SfdVm *c, const char *err, gpointer opaque);
 void sfd_agent_send_identity(SfdVm *c, guint32 request, guint64 ticket,
                              int clone_id, guint32 generation,
                              SfdIdentityDone done, gpointer opaque);
+/* Restart safety: the "agent" member of a VM's record, and back. */
+void sfd_agent_save(SfdVm *vm, JsonBuilder *b);
+void sfd_agent_restore(SfdVm *vm, JsonObject *record);
+/* Before adoption: the id counter; after every record is loaded: mark
+ * ticket members without a clone as crashed. */
+void sfd_agent_ids_load(void);
+void sfd_agent_adopt_check(void);
+/* An adopted VM's QMP is back (err NULL) or failed: owed reports go. */
+void sfd_agent_adopted(SfdVm *vm, const char *err);
 
 /* net.c */
 SfdFamily *sfd_family_get(SfdDomain *d, char **err);

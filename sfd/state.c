@@ -3,7 +3,9 @@
  *
  *   domains/NAME.xml    a defined domain, the XML exactly as given
  *   run/NAME.json       a running VM or clone: pid and its start time,
- *                       QMP and serial sockets, tap, MAC, IP, family
+ *                       QMP and serial sockets, tap, MAC, IP, family,
+ *                       and its guest requests' state ("agent", agent.c)
+ *   agent-ids.json      the guest ticket/checkpoint ids handed out
  *   run/NAME.qmp, .serial, .log   the VM's sockets and QEMU's output
  *   run/DOMAIN.fXXXXXX/ a fork's descriptor and page server socket
  *
@@ -115,6 +117,7 @@ void sfd_state_save_vm(SfdVm *vm)
     }
 #undef STR
 #undef INT
+    sfd_agent_save(vm, b); /* tickets, checkpoints, a clone's ticket */
     json_builder_end_object(b);
     g_autoptr(JsonNode) n = json_builder_get_root(b);
     if (sfd_state_write_json(path, n, &err) < 0) {

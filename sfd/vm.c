@@ -765,6 +765,7 @@ static void adopt_attached(SfdVm *vm, const char *err, gpointer opaque)
     } else {
         g_info("%s: QMP reattached", vm->name);
     }
+    sfd_agent_adopted(vm, err);
 }
 
 static void adopt_one(const char *path)
@@ -834,6 +835,7 @@ static void adopt_one(const char *path)
             vm->family->members++;
         }
     }
+    sfd_agent_restore(vm, o);
     vm->spawned = TRUE;
     vm->adopted = TRUE;
     g_hash_table_insert(sfd->vms, vm->name, vm);
@@ -874,20 +876,30 @@ void sfd_vm_adopt_all(void)
             g_ptr_array_add(records, g_build_filename(sfd->run_dir, f, NULL));
         }
     }
+    sfd_agent_ids_load();
     /* Load every record before releasing any: a dead clone's page
      * server may still serve a live sibling not loaded yet. */
     for (guint i = 0; i < records->len; i++) {
         adopt_one(records->pdata[i]);
     }
+    sfd_agent_adopt_check();
     {
+        /* Parents first: a clone that ended while sfd was away is then
+         * recorded in its running parent's ticket (and reported once the
+         * parent's QMP is back). */
         g_autoptr(GList) vms = g_hash_table_get_values(sfd->vms);
+        GList *order = NULL;
         for (GList *l = vms; l; l = l->next) {
-            sfd_vm_ref(l->data);
+            SfdVm *vm = l->data;
+            sfd_vm_ref(vm);
+            order = vm->clone_id ? g_list_append(order, vm)
+                                 : g_list_prepend(order, vm);
         }
-        for (GList *l = vms; l; l = l->next) {
+        for (GList *l = order; l; l = l->next) {
             adopt_watch(l->data);
             sfd_vm_unref(l->data);
         }
+        g_list_free(order);
     }
     g_hash_table_iter_init(&it, sfd->families);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
@@ -915,7 +927,7 @@ void sfd_vm_adopt_all(void)
                 used = TRUE;
             }
         }
-        if (!used) {
+        if (!used && !sfd_agent_holds_fork_dir(p)) {
             sfd_fork_dir_remove(p);
         }
     }

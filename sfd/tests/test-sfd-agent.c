@@ -141,6 +141,82 @@ static void test_tickets_members(void)
     sfd_tickets_clear(&t);
 }
 
+/* The table through a record and back, across an sfd restart: ages by
+ * the wall clock, a fork in flight unused again, ids and members kept,
+ * garbage skipped. */
+static void test_tickets_record(void)
+{
+    SfdTicketTable t, r;
+    SfdTicket *tk;
+    SfdTicketMember *m;
+    int err = 0;
+
+    sfd_tickets_init(&t, 4, 8, 60 * S);
+    /* Monotonic 1000 s = real 5000 s when written. */
+    tk = sfd_tickets_add(&t, 3, 2, 990 * S, &err); /* 10 s old */
+    sfd_ticket_add_member(tk, "web-1");
+    sfd_ticket_add_member(tk, "web-2");
+    tk->state = SFD_TICKET_USED;
+    tk->checkpoint = 2;
+    g_assert_true(sfd_ticket_member_ended(tk, 2, 7, 0));
+    ((SfdTicketMember *)tk->members->pdata[1])->reported = TRUE;
+    tk = sfd_tickets_add(&t, 5, 1, 950 * S, &err); /* 50 s old, in flight */
+    tk->state = SFD_TICKET_FORKING;
+    g_assert_nonnull(sfd_tickets_add(&t, 6, 4, 999 * S, &err));
+    g_autoptr(JsonNode) n = sfd_tickets_to_json(&t, 1000 * S, 5000 * S);
+    g_autofree char *text = json_to_string(n, FALSE);
+    /* Garbage beside it: a duplicate id, a bad state, not an object. */
+    JsonArray *a = json_node_get_array(n);
+    JsonObject *dup = json_object_new();
+    json_object_set_int_member(dup, "id", 6);
+    json_object_set_int_member(dup, "granted", 1);
+    json_object_set_string_member(dup, "state", "unused");
+    json_object_set_int_member(dup, "created-at", 5000 * S);
+    json_array_add_object_element(a, dup);
+    JsonObject *bad = json_object_new();
+    json_object_set_int_member(bad, "id", 9);
+    json_object_set_int_member(bad, "granted", 1);
+    json_object_set_string_member(bad, "state", "forking");
+    json_object_set_int_member(bad, "created-at", 5000 * S);
+    json_array_add_object_element(a, bad);
+    json_array_add_int_element(a, 42);
+
+    /* Read back by an sfd whose monotonic clock says 7 and real 5020. */
+    sfd_tickets_init(&r, 4, 8, 60 * S);
+    g_test_expect_message("sfd", G_LOG_LEVEL_WARNING, "*malformed*");
+    g_test_expect_message("sfd", G_LOG_LEVEL_WARNING, "*malformed*");
+    sfd_tickets_from_json(&r, a, 7 * S, 5020 * S);
+    g_test_assert_expected_messages();
+    g_assert_cmpuint(r.tickets->len, ==, 3);
+    tk = sfd_tickets_find(&r, 3);
+    g_assert_cmpint(tk->state, ==, SFD_TICKET_USED);
+    g_assert_cmpint(tk->granted, ==, 2);
+    g_assert_cmpuint(tk->checkpoint, ==, 2);
+    g_assert_cmpint(tk->created_us, ==, 7 * S - 30 * S);
+    g_assert_cmpuint(tk->members->len, ==, 2);
+    m = tk->members->pdata[0];
+    g_assert_cmpstr(m->vm, ==, "web-1");
+    g_assert_false(m->ended);
+    m = tk->members->pdata[1];
+    g_assert_true(m->ended && m->reported);
+    g_assert_cmpint(m->status, ==, 7);
+    tk = sfd_tickets_find(&r, 5);
+    g_assert_cmpint(tk->state, ==, SFD_TICKET_UNUSED); /* was in flight */
+    g_assert_cmpuint(tk->members->len, ==, 0);
+    /* Ages go on by the wall clock: #5 (70 s) expires, #6 (21 s) not. */
+    g_assert_cmpuint(sfd_tickets_expire(&r, 7 * S), ==, 1);
+    g_assert_null(sfd_tickets_find(&r, 5));
+    g_assert_nonnull(sfd_tickets_find(&r, 6));
+    /* A clock set back: the age is 0, not negative. */
+    sfd_tickets_clear(&r);
+    sfd_tickets_init(&r, 4, 8, 60 * S);
+    g_autoptr(JsonNode) n2 = json_from_string(text, NULL);
+    sfd_tickets_from_json(&r, json_node_get_array(n2), 7 * S, 100 * S);
+    g_assert_cmpint(sfd_tickets_find(&r, 6)->created_us, ==, 7 * S);
+    sfd_tickets_clear(&r);
+    sfd_tickets_clear(&t);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -149,5 +225,6 @@ int main(int argc, char **argv)
     g_test_add_func("/sfd/agent/tickets-caps", test_tickets_caps);
     g_test_add_func("/sfd/agent/tickets-expiry", test_tickets_expiry);
     g_test_add_func("/sfd/agent/tickets-members", test_tickets_members);
+    g_test_add_func("/sfd/agent/tickets-record", test_tickets_record);
     return g_test_run();
 }
