@@ -185,4 +185,34 @@ static inline int sf_agent_body_len(uint8_t type)
     return -1;
 }
 
+/* A type's name, for logs and trace events. */
+static inline const char *sf_agent_type_name(uint8_t type)
+{
+    switch (type) {
+    case SF_AGENT_HELLO:
+        return "hello";
+    case SF_AGENT_TICKET:
+        return "ticket";
+    case SF_AGENT_CLONE:
+        return "clone";
+    case SF_AGENT_KILL:
+        return "kill";
+    case SF_AGENT_EXIT:
+        return "exit";
+    case SF_AGENT_CHECKPOINT:
+        return "checkpoint";
+    case SF_AGENT_CREATE:
+        return "create";
+    case SF_AGENT_WELCOME:
+        return "welcome";
+    case SF_AGENT_RESULT:
+        return "result";
+    case SF_AGENT_IDENTITY:
+        return "identity";
+    case SF_AGENT_EXITED:
+        return "exited";
+    }
+    return "unknown";
+}
+
 #endif

@@ -97,35 +97,6 @@ struct SfAgentPort {
 /* At most one per VM: the QMP commands have no device argument. */
 static SfAgentPort *sf_agent_port;
 
-static const char *sf_agent_type_name(uint8_t type)
-{
-    switch (type) {
-    case SF_AGENT_HELLO:
-        return "hello";
-    case SF_AGENT_TICKET:
-        return "ticket";
-    case SF_AGENT_CLONE:
-        return "clone";
-    case SF_AGENT_KILL:
-        return "kill";
-    case SF_AGENT_EXIT:
-        return "exit";
-    case SF_AGENT_CHECKPOINT:
-        return "checkpoint";
-    case SF_AGENT_CREATE:
-        return "create";
-    case SF_AGENT_WELCOME:
-        return "welcome";
-    case SF_AGENT_RESULT:
-        return "result";
-    case SF_AGENT_IDENTITY:
-        return "identity";
-    case SF_AGENT_EXITED:
-        return "exited";
-    }
-    return "unknown";
-}
-
 static bool sf_agent_is_request(uint8_t type)
 {
     return type >= SF_AGENT_HELLO && type <= SF_AGENT_CREATE;

@@ -147,27 +147,6 @@ static int64_t now_ms(void)
     return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
 }
 
-static const char *type_name(uint8_t type)
-{
-    switch (type) {
-    case SF_AGENT_HELLO:
-        return "hello";
-    case SF_AGENT_TICKET:
-        return "ticket";
-    case SF_AGENT_CLONE:
-        return "clone";
-    case SF_AGENT_KILL:
-        return "kill";
-    case SF_AGENT_EXIT:
-        return "exit";
-    case SF_AGENT_CHECKPOINT:
-        return "checkpoint";
-    case SF_AGENT_CREATE:
-        return "create";
-    }
-    return "unknown";
-}
-
 static int64_t type_timeout(uint8_t type)
 {
     return type == SF_AGENT_CLONE || type == SF_AGENT_CHECKPOINT
@@ -628,7 +607,7 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
                       "%u: %u clone(s) of ticket %llu were started although "
                       "the caller was told ETIMEDOUT (sf_join and sf_kill "
                       "on the ticket still work)",
-                      type_name(p->type), seq, r->count,
+                      sf_agent_type_name(p->type), seq, r->count,
                       (unsigned long long)p->req.ticket);
         } else if (!a.error && p->type == SF_AGENT_CHECKPOINT) {
             agent_log("WARNING: late answer to the timed-out checkpoint "
@@ -638,7 +617,7 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
         } else {
             agent_log("host: late answer to the timed-out %s request seq %u "
                       "ignored (%s)",
-                      type_name(p->type), seq,
+                      sf_agent_type_name(p->type), seq,
                       a.error ? strerror(a.error) : "success");
         }
         return;
@@ -686,7 +665,7 @@ static void on_identity(uint32_t seq, const SfAgentIdentity *id)
                       "(timed out, or the port closed) and goes on as if it "
                       "were the parent.  Applying the clone's identity all "
                       "the same and reporting the clone as lost.",
-                      id->clone_id, type_name(p->type), seq);
+                      id->clone_id, sf_agent_type_name(p->type), seq);
         }
     }
 
@@ -814,7 +793,8 @@ static void request_timed_out(Pending *p)
 
     agent_log("host: no answer to the %s request seq %u within %g s (%s); "
               "is sfd managing this VM?",
-              type_name(p->type), p->seq, type_timeout(p->type) / 1000.0,
+              sf_agent_type_name(p->type), p->seq,
+              type_timeout(p->type) / 1000.0,
               p->sent       ? "sent"
               : port_fd < 0 ? "no channel to the host"
                             : "not sent: the host holds as many "

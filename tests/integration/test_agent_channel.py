@@ -7,7 +7,6 @@ and writes frames built here with busybox printf.  Frames follow
 hw-sf/sf-agent-proto.h.
 """
 
-import os
 import re
 import struct
 import time

@@ -1,7 +1,5 @@
 """vm-fork end to end: clones see the parent's memory at the fork instant."""
 
-import glob
-import json
 import os
 import re
 import signal

@@ -78,6 +78,13 @@ class Family:
                 raise AssertionError(f"clones left: {self.live_clones()}")
             time.sleep(0.2)
 
+    def wait_identity(self, cs, timeout=60.0):
+        """The clone behind serial `cs` has applied its identity."""
+        deadline = time.monotonic() + timeout
+        while get(cs, "cat /run/snowflock/id 2>/dev/null") == "":
+            assert time.monotonic() < deadline, "no /run/snowflock/id"
+            time.sleep(0.3)
+
     def clone_serial(self, name):
         info = self.c.cmd("info", vm=name)
         s = sfvm.Serial(info["serial"])
@@ -127,6 +134,19 @@ def test_sfclone_statuses(fam):
 WAIT_DONE = "while [ ! -e /tmp/release ]; do sleep 0.2; done"
 
 
+def release(cs):
+    """Let the clone behind serial `cs` finish its WAIT_DONE command.  Not
+    waited for: the clone's VM may be gone before its shell's prompt makes
+    it out of the serial line.  The tty's echo of the line says the guest
+    has it (closing the socket earlier could drop it unread)."""
+    cs.write("touch /tmp/release\n")
+    try:
+        cs.read_until(r"touch /tmp/release", 30)
+    except EOFError:
+        pass
+    cs.close()
+
+
 def guest_time(serial):
     """The guest's wall clock minus the host's, in seconds, to the
     microsecond (busybox's date has no %N; its adjtimex prints tv_usec)."""
@@ -156,10 +176,7 @@ def check_identity(fam, parent_host="sfguest"):
     for v in clones:
         cs = fam.clone_serial(v["name"])
         # The identity is applied before sfclone's child runs; wait for it.
-        deadline = time.monotonic() + 60
-        while get(cs, "cat /run/snowflock/id 2>/dev/null") == "":
-            assert time.monotonic() < deadline, "no /run/snowflock/id"
-            time.sleep(0.3)
+        fam.wait_identity(cs)
         ident = {}
         for key, cmd in (("id", "cat /run/snowflock/id"),
                          ("gen", "cat /run/snowflock/generation"),
@@ -170,8 +187,7 @@ def check_identity(fam, parent_host="sfguest"):
                          ("post", "cat /run/post-clone.log")):
             ident[key] = get(cs, cmd)
         ident["skew"] = abs(guest_time(cs))
-        cs.run("touch /tmp/release")
-        cs.close()
+        release(cs)
         seen[v["name"]] = (v, ident)
 
     ids = sorted(int(i["id"]) for _, i in seen.values())
@@ -229,8 +245,7 @@ def test_kill_and_crash_reach_join(fam):
     os.kill(victim["pid"], 9)
     other = [v for v in clones if v["name"] != victim["name"]][0]
     cs = fam.clone_serial(other["name"])
-    cs.run("touch /tmp/release")
-    cs.close()
+    release(cs)
     s.run("wait", timeout=120)
     out = get(s, "cat /tmp/sfc.out")
     assert re.search(r"clone \d: crashed", out), out
@@ -301,8 +316,7 @@ def test_hostile_guest_contained(fam):
     for v in good:
         cs = fam.clone_serial(v["name"])
         assert get(cs, "cat /run/snowflock/id") in ("2", "3")
-        cs.run("touch /tmp/release")
-        cs.close()
+        release(cs)
     fam.c.cmd("destroy", vm=bad["name"], timeout=60)
     s.run("wait", timeout=120)
     out = get(s, "cat /tmp/sfc.out")

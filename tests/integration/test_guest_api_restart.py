@@ -16,7 +16,7 @@ import pytest
 
 import sfdlib
 import sfvm
-from test_guest_api import WAIT_DONE, Family, get
+from test_guest_api import WAIT_DONE, Family, get, release
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,7 @@ def test_clone_ends_reach_join_after_restart(fam):
     # answered its request), so nothing is in flight.
     for v in clones:
         cs = fam.clone_serial(v["name"])
-        deadline = time.monotonic() + 60
-        while get(cs, "cat /run/snowflock/id 2>/dev/null") == "":
-            assert time.monotonic() < deadline, "no /run/snowflock/id"
-            time.sleep(0.3)
+        fam.wait_identity(cs)
         cs.close()
     before = tickets(fam)
     assert len(before) == 1 and before[0]["state"] == "used", before
@@ -80,8 +77,7 @@ def test_clone_ends_reach_join_after_restart(fam):
     # Clone 1 finishes normally; clone 2's QEMU dies.
     released, victim = by_id[1], by_id[2]
     cs = fam.clone_serial(released)
-    cs.run("touch /tmp/release")
-    cs.close()
+    release(cs)
     os.kill([v for v in clones if v["name"] == victim][0]["pid"], 9)
     s.run("wait", timeout=120)
     out = get(s, "cat /tmp/sfc.out")
@@ -111,10 +107,7 @@ def test_clone_ended_while_sfd_was_away(fam):
     clones = sorted(fam.wait_clones(2), key=lambda v: v["name"])
     for v in clones:
         cs = fam.clone_serial(v["name"])
-        deadline = time.monotonic() + 60
-        while get(cs, "cat /run/snowflock/id 2>/dev/null") == "":
-            assert time.monotonic() < deadline, "no /run/snowflock/id"
-            time.sleep(0.3)
+        fam.wait_identity(cs)
         cs.close()
     fam.sfd.kill()
     # Without sfd, a clone's exit request cannot be answered: it stays
