@@ -63,6 +63,7 @@ typedef struct SfAgentPending {
     uint32_t request;     /* 0: slot free */
     uint32_t seq;         /* the guest's, echoed in the answer */
     uint8_t type;         /* SfAgentType of the request */
+    bool inherited;       /* loaded with the device state (not migrated) */
 } SfAgentPending;
 
 struct SfAgentPort {
@@ -561,6 +562,7 @@ static int sf_agent_post_load(void *opaque, int version_id)
             sf_agent_find(s, p->request) != p) {
             return -EINVAL;
         }
+        p->inherited = true;
     }
     return 0;
 }
@@ -695,6 +697,26 @@ static bool sf_agent_unused(const char *kind, bool set, const char *name,
         return false;
     }
     return true;
+}
+
+/*
+ * An identity makes this VM a clone.  Every other request it still holds
+ * from its device state was its parent's, in flight at the fork; the
+ * parent is the one answered for those (the agent fails them locally
+ * with ECANCELED).  Free their slots so the clone has all of its own.
+ */
+static void sf_agent_drop_inherited(SfAgentPort *s)
+{
+    for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
+        SfAgentPending *p = &s->pending[i];
+
+        if (p->request && p->inherited) {
+            trace_sf_agent_drop_inherited(p->request,
+                                          sf_agent_type_name(p->type),
+                                          p->seq);
+            memset(p, 0, sizeof(*p));
+        }
+    }
 }
 
 void qmp_sf_agent_reply(bool has_request, uint32_t request,
@@ -849,6 +871,7 @@ void qmp_sf_agent_reply(bool has_request, uint32_t request,
         if (p) {
             memset(p, 0, sizeof(*p));
         }
+        sf_agent_drop_inherited(s);
         sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp);
         return;
     }

@@ -482,6 +482,10 @@ def test_fork_clone_request_answered_in_each_vm(lab, guest):
     ev = request_event(parent)
     rid = ev["request"]
     assert ev == {"request": rid, "op": "clone", "ticket": 77}
+    # Another request in flight at the fork: the parent's to answer; a
+    # clone drops it once it has its identity.
+    port.send(ticket_ref(KILL, 0x5151, 78))
+    kill_rid = request_event(parent)["request"]
     # Half a frame in flight at the fork: each VM completes its own copy.
     half = ticket(0x7777, 1)
     port.send(half[:10])
@@ -491,11 +495,14 @@ def test_fork_clone_request_answered_in_each_vm(lab, guest):
     assert len(clones) == 2
 
     # The parent answers with a result ...
-    assert info(parent)["pending"] == 1
+    assert info(parent)["pending"] == 2
     reply(parent, request=rid, kind="result", count=2)
     [(t, s, b)] = port.recv(1)
     assert (t, s) == (RESULT, 0xC10E)
     assert decode(t, b) == {"error": 0, "count": 2, "value": 0}
+    reply(parent, request=kill_rid, kind="result", count=0)
+    [(t, s, b)] = port.recv(1)
+    assert (t, s) == (RESULT, 0x5151)
     assert info(parent)["pending"] == 0
 
     # ... each clone with its identity, for the same request id.
@@ -505,7 +512,7 @@ def test_fork_clone_request_answered_in_each_vm(lab, guest):
         cport = Port(c, rx_off=fork_off)
         st = info(c)
         assert st["present"] and st["guest-connected"], st
-        assert st["pending"] == 1 and st["agent-version"] == 5, st
+        assert st["pending"] == 2 and st["agent-version"] == 5, st
         k = c.clone_id
         mac = f"52:54:00:aa:00:{k:02x}"
         t_host = time.time_ns()
@@ -525,17 +532,19 @@ def test_fork_clone_request_answered_in_each_vm(lab, guest):
             (ident["realtime_ns"], t_host)
         assert ident["entropy"] != bytes(64)
         entropies.append(ident["entropy"])
+        # The inherited kill went with the identity: the slots are free.
         assert info(c)["pending"] == 0
-        with pytest.raises(sfvm.QMPError, match="not pending"):
-            reply(c, request=rid, kind="result")
+        for r_id in (rid, kill_rid):
+            with pytest.raises(sfvm.QMPError, match="not pending"):
+                reply(c, request=r_id, kind="result")
 
         # The restored channel goes on: the half frame completes, and the
         # request id counter continued from the parent's.
         cport.send(half[10:])
         cev = request_event(c)
-        assert cev == {"request": rid + 1, "op": "ticket", "clones": 1,
+        assert cev == {"request": kill_rid + 1, "op": "ticket", "clones": 1,
                        "flags": 0}
-        reply(c, request=rid + 1, kind="result", error=EBUSY)
+        reply(c, request=kill_rid + 1, kind="result", error=EBUSY)
         [(t, s, b)] = cport.recv(1)
         assert (t, s, decode(t, b)["error"]) == (RESULT, 0x7777, EBUSY)
     assert entropies[0] != entropies[1]
