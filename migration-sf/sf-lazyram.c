@@ -661,6 +661,22 @@ static void *sf_lazyram_thread(void *opaque)
     return NULL;
 }
 
+/* Free what sf_lazyram_start() allocated, on its failure paths. */
+static void sf_lazyram_free(SfLazyRam *lr)
+{
+    for (uint32_t i = 0; i < lr->nblocks; i++) {
+        g_free(lr->blocks[i].present);
+        g_free(lr->blocks[i].requested);
+    }
+    g_free(lr->blocks);
+    g_array_free(lr->pending, true);
+    g_array_free(lr->latency_us, true);
+    g_free(lr->rxbuf);
+    g_free(lr->server);
+    qemu_mutex_destroy(&lr->lat_lock);
+    g_free(lr);
+}
+
 SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
                             const SfLazyRamConfig *cfg, Error **errp)
 {
@@ -741,6 +757,10 @@ SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
     }
 
     lr->quit_fd = eventfd(0, EFD_CLOEXEC);
+    if (lr->quit_fd < 0) {
+        error_setg_errno(errp, errno, "sf-clone: eventfd");
+        goto fail_uffd;
+    }
     qemu_thread_create(&lr->thread, "sf-lazyram", sf_lazyram_thread, lr,
                        QEMU_THREAD_JOINABLE);
     return lr;
@@ -751,6 +771,7 @@ fail_discard:
     ram_block_discard_disable(false);
 fail:
     sf_conn_close(lr->conn);
+    sf_lazyram_free(lr);
     return NULL;
 }
 
