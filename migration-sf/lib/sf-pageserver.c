@@ -83,6 +83,15 @@ struct SfPageServer {
     int wake_fd;
     uint64_t total_pages;
 
+    /*
+     * The image never changes, so whether a page is zero is worked out
+     * once and remembered, two bits a page per block: with N clones
+     * asking for the same pages each is scanned once, not N times.
+     */
+    uint64_t **zero_known;
+    uint64_t **zero_is;
+    uint32_t zero_nblocks;
+
     GPtrArray *conns;   /* SfPsConn * */
     SfPsClone *clones;  /* index clone_id - 1 */
     uint32_t nbound;    /* connections that passed HELLO */
@@ -156,6 +165,15 @@ SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
     s->cfg.stats_path = s->stats_path;
     s->cfg.log_prefix = s->log_prefix;
     s->total_pages = sf_pagesrc_total_pages(src);
+    s->zero_nblocks = src->nblocks;
+    s->zero_known = g_new0(uint64_t *, MAX(src->nblocks, 1));
+    s->zero_is = g_new0(uint64_t *, MAX(src->nblocks, 1));
+    for (i = 0; i < src->nblocks; i++) {
+        uint64_t words = (src->blocks[i].length / SF_WIRE_PAGE_SIZE + 63) / 64;
+
+        s->zero_known[i] = g_new0(uint64_t, MAX(words, 1));
+        s->zero_is[i] = g_new0(uint64_t, MAX(words, 1));
+    }
     /* Created here so sf_pageserver_stop() works even before run(). */
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->conns = g_ptr_array_new();
@@ -431,6 +449,29 @@ static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     pc->queue[pc->queued++] = req;
 }
 
+/* Whether the page at (block, off), mapped at p, is zero; see zero_known. */
+static bool page_is_zero(SfPageServer *s, uint32_t block, uint64_t off,
+                         const uint8_t *p)
+{
+    const SfPageSourceOps *ops = s->src->ops;
+    uint64_t page = off / SF_WIRE_PAGE_SIZE;
+    uint64_t bit = 1ull << (page % 64);
+    uint64_t *known = &s->zero_known[block][page / 64];
+    uint64_t *is = &s->zero_is[block][page / 64];
+    bool zero;
+
+    if (*known & bit) {
+        return *is & bit;
+    }
+    zero = (ops->known_zero && ops->known_zero(s->src, block, off)) ||
+           sf_page_is_zero(p, SF_WIRE_PAGE_SIZE);
+    *known |= bit;
+    if (zero) {
+        *is |= bit;
+    }
+    return zero;
+}
+
 /* Answer one validated request with ZERO and DATA runs. */
 static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
 {
@@ -453,10 +494,8 @@ static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
     for (i = 0; i < req.npages; i++) {
         uint64_t off = req.offset + (uint64_t)i * SF_WIRE_PAGE_SIZE;
 
-        zero[i] =
-            (ops->known_zero && ops->known_zero(s->src, req.block, off)) ||
-            sf_page_is_zero(data + (size_t)i * SF_WIRE_PAGE_SIZE,
-                            SF_WIRE_PAGE_SIZE);
+        zero[i] = page_is_zero(s, req.block, off,
+                               data + (size_t)i * SF_WIRE_PAGE_SIZE);
     }
 
     /*
@@ -920,6 +959,12 @@ void sf_pageserver_free(SfPageServer *s)
     if (s->wake_fd >= 0) {
         close(s->wake_fd);
     }
+    for (i = 0; i < s->zero_nblocks; i++) {
+        g_free(s->zero_known[i]);
+        g_free(s->zero_is[i]);
+    }
+    g_free(s->zero_known);
+    g_free(s->zero_is);
     g_free(s->clones);
     g_free(s->stats_path);
     g_free(s->log_prefix);
