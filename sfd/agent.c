@@ -5,10 +5,11 @@
  * of the guest agent into an SF_AGENT_REQUEST event on QMP, which sfd
  * answers with sf-agent-reply.  The guest is untrusted: every field is
  * checked, each VM's requests pass a token bucket (EAGAIN beyond it),
- * a VM holds at most SFD_AGENT_MAX_UNUSED unused tickets (which expire)
- * and SFD_AGENT_MAX_CHECKPOINTS checkpoints, and has at most one fork
- * (vm-fork) in flight.  A failed reply is logged (at most once per
- * interval per VM, with a count) and never fatal.
+ * a VM holds a bounded number of unused tickets (which expire) and of
+ * checkpoints, and has at most one fork (vm-fork) in flight.  The
+ * limits are the domain's <sf:guest> (domain.h); enabled="no" answers
+ * EPERM to all but a clone's exit.  A failed reply is logged (at most
+ * once per interval per VM, with a count) and never fatal.
  *
  *   ticket n        m = min(n, 64, domain and host quota); EDQUOT if 0
  *   clone t         sfd_fork_ex(); the parent's result once vm-fork has
@@ -379,6 +380,7 @@ typedef struct SfdCheckpoint {
 } SfdCheckpoint;
 
 struct SfdAgent {
+    SfdGuestLimits limits; /* the domain's <sf:guest>, when created */
     SfdBucket bucket;
     guint64 requests;     /* SF_AGENT_REQUEST events */
     guint64 refused;      /* answered with an error */
@@ -478,14 +480,30 @@ static void checkpoint_free(gpointer p)
     g_free(cp);
 }
 
+/* The VM's limits: its domain's (the parent's, for a clone), which
+ * cannot be redefined while the VM runs. */
+static void agent_limits(SfdVm *vm, SfdGuestLimits *l)
+{
+    SfdDomain *dom =
+        vm->domain ? g_hash_table_lookup(sfd->domains, vm->domain) : NULL;
+
+    if (dom) {
+        *l = dom->guest;
+    } else {
+        sfd_guest_limits_default(l);
+    }
+}
+
 static SfdAgent *agent_get(SfdVm *vm)
 {
     if (!vm->agent) {
         SfdAgent *a = g_new0(SfdAgent, 1);
-        sfd_bucket_init(&a->bucket, SFD_AGENT_RATE, SFD_AGENT_BURST,
+        agent_limits(vm, &a->limits);
+        sfd_bucket_init(&a->bucket, a->limits.rate, a->limits.burst,
                         g_get_monotonic_time());
-        sfd_tickets_init(&a->tickets, SFD_AGENT_MAX_UNUSED,
-                         SFD_AGENT_MAX_TICKETS, SFD_AGENT_TICKET_TTL_US);
+        sfd_tickets_init(&a->tickets, a->limits.max_unused_tickets,
+                         SFD_AGENT_MAX_TICKETS,
+                         a->limits.ticket_timeout_s * G_USEC_PER_SEC);
         a->checkpoints = g_ptr_array_new_with_free_func(checkpoint_free);
         vm->agent = a;
     }
@@ -566,6 +584,8 @@ static const char *errno_name(int e)
         return "EIO";
     case EPROTO:
         return "EPROTO";
+    case EPERM:
+        return "EPERM";
     }
     return "error";
 }
@@ -1294,7 +1314,7 @@ static void op_checkpoint(SfdVm *vm, SfdAgent *a, guint32 req)
         answer(vm, req, "checkpoint", EBUSY, 0, 0);
         return;
     }
-    if (a->checkpoints->len >= SFD_AGENT_MAX_CHECKPOINTS) {
+    if (a->checkpoints->len >= (guint)a->limits.max_checkpoints) {
         answer(vm, req, "checkpoint", EDQUOT, 0, 0);
         return;
     }
@@ -1373,7 +1393,9 @@ void sfd_agent_request(SfdVm *vm, JsonObject *data)
     if (vm->state == SFD_VM_EXITED || vm->state == SFD_VM_STOPPING) {
         return; /* ending: nobody to answer */
     }
-    if (!op) {
+    if (!a->limits.enabled && !(op && vm->clone_id && !strcmp(op, "exit"))) {
+        answer(vm, req, op, EPERM, 0, 0); /* <sf:guest enabled='no'> */
+    } else if (!op) {
         answer(vm, req, op, EPROTO, 0, 0);
     } else if (!strcmp(op, "ticket")) {
         op_ticket(vm, a, req, data, now);
@@ -1607,6 +1629,23 @@ JsonNode *sfd_agent_to_json(SfdVm *vm, gboolean detail)
     if (a && detail) {
         json_object_set_int_member(o, "reply-failures", a->reply_failures);
     }
+    if (detail) {
+        SfdGuestLimits l;
+        JsonObject *lo = json_object_new();
+        if (a) {
+            l = a->limits;
+        } else {
+            agent_limits(vm, &l);
+        }
+        json_object_set_boolean_member(lo, "enabled", l.enabled);
+        json_object_set_int_member(lo, "requests-per-second", l.rate);
+        json_object_set_int_member(lo, "burst", l.burst);
+        json_object_set_int_member(lo, "max-unused-tickets",
+                                   l.max_unused_tickets);
+        json_object_set_int_member(lo, "ticket-timeout", l.ticket_timeout_s);
+        json_object_set_int_member(lo, "max-checkpoints", l.max_checkpoints);
+        json_object_set_object_member(o, "limits", lo);
+    }
     json_node_init_object(n, o);
     json_object_unref(o);
     return n;
@@ -1764,7 +1803,7 @@ void sfd_agent_restore(SfdVm *vm, JsonObject *rec)
              i++) {
             JsonNode *e = json_array_get_element(json_node_get_array(cn), i);
             SfdCheckpoint *cp;
-            if (a->checkpoints->len >= SFD_AGENT_MAX_CHECKPOINTS ||
+            if (a->checkpoints->len >= (guint)a->limits.max_checkpoints ||
                 !JSON_NODE_HOLDS_OBJECT(e)) {
                 continue;
             }

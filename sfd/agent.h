@@ -12,17 +12,13 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-/* Guest requests reaching sfd, per VM (QEMU limits the guest first). */
-#define SFD_AGENT_RATE  5.0 /* per second */
-#define SFD_AGENT_BURST 10.0
-/* Tickets granted but not used yet, per VM, and how long they last. */
-#define SFD_AGENT_MAX_UNUSED    4
-#define SFD_AGENT_TICKET_TTL_US (60 * G_USEC_PER_SEC)
+/* The per-VM limits on guest requests (rate and burst, unused tickets
+ * and how long they last, checkpoints, each keeping a page server and a
+ * frozen image) are the domain's <sf:guest>: SfdGuestLimits, domain.h.
+ * QEMU limits the guest first. */
 /* Tickets remembered per VM, used ones included (finished ones go
- * first when the table is full). */
-#define SFD_AGENT_MAX_TICKETS 128
-/* Checkpoints per VM: each keeps a page server and a frozen image. */
-#define SFD_AGENT_MAX_CHECKPOINTS   4
+ * first when the table is full); above SFD_GUEST_MAX_UNUSED. */
+#define SFD_AGENT_MAX_TICKETS       128
 #define SFD_AGENT_CHECKPOINT_CLONES 64 /* QEMU's most per fork */
 /* Repeated complaints (rate limiting, failed replies) are logged at
  * most once per interval, with a count. */

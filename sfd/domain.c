@@ -340,8 +340,95 @@ static gboolean parse_network(Parse *p, xmlNode *n)
     return TRUE;
 }
 
+/* Refuse attributes of n other than those in allowed (NULL-terminated),
+ * naming the first one; attributes of foreign namespaces are ignored. */
+static gboolean only_attrs(Parse *p, xmlNode *n, const char *path,
+                           const char *const *allowed)
+{
+    for (xmlAttr *a = n->properties; a; a = a->next) {
+        const char *name = (const char *)a->name;
+        gboolean sf = a->ns && a->ns->href &&
+                      !strcmp((const char *)a->ns->href, SFD_DOMAIN_NS);
+        gboolean known = FALSE;
+
+        if (a->ns && !sf) {
+            continue;
+        }
+        for (int i = 0; !sf && allowed[i]; i++) {
+            known = known || !strcmp(name, allowed[i]);
+        }
+        if (!known) {
+            return fail(p, "<%s>: unknown attribute '%s%s'", path,
+                        sf ? "sf:" : "", name);
+        }
+    }
+    return TRUE;
+}
+
+void sfd_guest_limits_default(SfdGuestLimits *l)
+{
+    l->enabled = TRUE;
+    l->rate = SFD_GUEST_DEFAULT_RATE;
+    l->burst = SFD_GUEST_DEFAULT_BURST;
+    l->max_unused_tickets = SFD_GUEST_DEFAULT_MAX_UNUSED;
+    l->ticket_timeout_s = SFD_GUEST_DEFAULT_TICKET_TIMEOUT;
+    l->max_checkpoints = SFD_GUEST_DEFAULT_MAX_CHECKPOINTS;
+}
+
+static gboolean parse_guest(Parse *p, xmlNode *n)
+{
+    static const char *const names[] = {
+        "enabled",        "requests-per-second", "burst", "max-unused-tickets",
+        "ticket-timeout", "max-checkpoints",     NULL,
+    };
+    static const struct {
+        const char *name;
+        guint64 min, max;
+        const char *unit;
+        size_t off;
+    } nums[] = {
+        { "requests-per-second", 1, SFD_GUEST_MAX_RATE, "",
+          G_STRUCT_OFFSET(SfdGuestLimits, rate) },
+        { "burst", 1, SFD_GUEST_MAX_BURST, "",
+          G_STRUCT_OFFSET(SfdGuestLimits, burst) },
+        { "max-unused-tickets", 1, SFD_GUEST_MAX_UNUSED, "",
+          G_STRUCT_OFFSET(SfdGuestLimits, max_unused_tickets) },
+        { "ticket-timeout", 1, SFD_GUEST_MAX_TICKET_TIMEOUT, " seconds",
+          G_STRUCT_OFFSET(SfdGuestLimits, ticket_timeout_s) },
+        { "max-checkpoints", 0, SFD_GUEST_MAX_CHECKPOINTS, "",
+          G_STRUCT_OFFSET(SfdGuestLimits, max_checkpoints) },
+    };
+    SfdGuestLimits *l = &p->d->guest;
+    g_autofree char *en = attr(n, "enabled");
+    guint64 v;
+
+    if (!only_attrs(p, n, "sf:guest", names)) {
+        return FALSE;
+    }
+    if (en && strcmp(en, "yes") && strcmp(en, "no")) {
+        return fail(p, "<sf:guest enabled='%s'> must be yes or no", en);
+    }
+    l->enabled = !en || !strcmp(en, "yes");
+    for (size_t i = 0; i < G_N_ELEMENTS(nums); i++) {
+        g_autofree char *s = attr(n, nums[i].name);
+        if (!s) {
+            continue;
+        }
+        if (!parse_uint(s, nums[i].max, &v) || v < nums[i].min) {
+            return fail(p,
+                        "<sf:guest %s='%s'> must be %" G_GUINT64_FORMAT
+                        "..%" G_GUINT64_FORMAT "%s",
+                        nums[i].name, s, nums[i].min, nums[i].max,
+                        nums[i].unit);
+        }
+        G_STRUCT_MEMBER(int, l, nums[i].off) = v;
+    }
+    return TRUE;
+}
+
 static gboolean parse_sf_clone(Parse *p, xmlNode *n)
 {
+    gboolean seen_guest = FALSE;
     g_autofree char *max = attr(n, "max");
     guint64 v;
 
@@ -383,6 +470,14 @@ static gboolean parse_sf_clone(Parse *p, xmlNode *n)
                                 to);
                 }
                 p->d->hook_timeout_s = v;
+            }
+        } else if (!strcmp(elname(c), "guest")) {
+            if (seen_guest) {
+                return fail(p, "duplicate <sf:guest>");
+            }
+            seen_guest = TRUE;
+            if (!parse_guest(p, c)) {
+                return FALSE;
             }
         } else {
             return fail(p, "unknown element <sf:%s>", elname(c));
@@ -558,6 +653,7 @@ SfdDomain *sfd_domain_parse(const char *xml, gsize len, char **err)
     p.d->vcpu = 1;
     p.d->max_clones = SFD_DOMAIN_DEFAULT_MAX_CLONES;
     p.d->hooks_enabled = TRUE;
+    sfd_guest_limits_default(&p.d->guest);
     if (!parse_root(&p, xmlDocGetRootElement(doc))) {
         *err = p.err;
         sfd_domain_free(p.d);

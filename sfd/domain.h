@@ -22,9 +22,24 @@
  *     <sf:clone max="8">                    optional
  *       <sf:network address="10.77.9.0" prefix="24"/>
  *       <sf:hooks enabled="yes" timeout="10"/>
+ *       <sf:guest enabled="yes"            requests from programs in the
+ *                 requests-per-second="5"  guest (docs/guest-api.md);
+ *                 burst="10"               every attribute optional,
+ *                 max-unused-tickets="4"   defaults as shown
+ *                 ticket-timeout="60"
+ *                 max-checkpoints="4"/>
  *     </sf:clone>
  *     <metadata>...</metadata>              ignored, as are foreign namespaces
  *   </domain>
+ *
+ * <sf:guest> sets the limits sfd applies to guest requests, per VM of
+ * the domain (parent and clones alike): a token bucket of
+ * requests-per-second (1..1000) with burst (1..1000) requests, at most
+ * max-unused-tickets (1..64) tickets granted and not used yet, each
+ * expiring after ticket-timeout (1..3600) seconds, and at most
+ * max-checkpoints (0..16) checkpoints.  enabled="no" refuses every guest
+ * request with EPERM but a clone's exit (its operator can still fork it
+ * with sfctl fork).  Unknown attributes are refused, naming them.
  *
  * Parsing never loads external entities or DTDs and never substitutes
  * entities: a document with a DOCTYPE is refused outright.  Unknown
@@ -42,6 +57,27 @@
 #define SFD_DOMAIN_NS                 "urn:snowflock:domain:1"
 #define SFD_DOMAIN_MAX_XML            (1024 * 1024)
 #define SFD_DOMAIN_DEFAULT_MAX_CLONES 16
+
+/* <sf:guest> defaults and ranges (ticket-timeout in seconds). */
+#define SFD_GUEST_DEFAULT_RATE            5
+#define SFD_GUEST_DEFAULT_BURST           10
+#define SFD_GUEST_DEFAULT_MAX_UNUSED      4
+#define SFD_GUEST_DEFAULT_TICKET_TIMEOUT  60
+#define SFD_GUEST_DEFAULT_MAX_CHECKPOINTS 4
+#define SFD_GUEST_MAX_RATE                1000
+#define SFD_GUEST_MAX_BURST               1000
+#define SFD_GUEST_MAX_UNUSED              64
+#define SFD_GUEST_MAX_TICKET_TIMEOUT      3600
+#define SFD_GUEST_MAX_CHECKPOINTS         16
+
+typedef struct SfdGuestLimits {
+    gboolean enabled; /* FALSE: guest requests get EPERM */
+    int rate;         /* requests per second */
+    int burst;
+    int max_unused_tickets;
+    int ticket_timeout_s;
+    int max_checkpoints;
+} SfdGuestLimits;
 
 typedef struct SfdDisk {
     char *file;
@@ -64,14 +100,17 @@ typedef struct SfdDomain {
     guint32 net_addr;     /* host byte order */
     int net_prefix;
     gboolean hooks_enabled;
-    int hook_timeout_s; /* 0: the daemon's default */
-    char *xml;          /* the document exactly as the user wrote it */
+    int hook_timeout_s;   /* 0: the daemon's default */
+    SfdGuestLimits guest; /* <sf:guest>, defaults when absent */
+    char *xml;            /* the document exactly as the user wrote it */
 } SfdDomain;
 
 /* Parse and validate; NULL with *err set to a message naming the part. */
 SfdDomain *sfd_domain_parse(const char *xml, gsize len, char **err);
 void sfd_domain_free(SfdDomain *d);
 gboolean sfd_domain_name_valid(const char *name);
+/* The defaults of <sf:guest> (for a VM whose domain is gone, too). */
+void sfd_guest_limits_default(SfdGuestLimits *l);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SfdDomain, sfd_domain_free)
 
 #endif

@@ -119,6 +119,69 @@ static const Case cases[] = {
       MIN_DOMAIN("<sf:clone><sf:hooks timeout='0'/>"
                  "</sf:clone>"),
       "<sf:hooks timeout" },
+    { "guest limits",
+      MIN_DOMAIN("<sf:clone><sf:guest enabled='no' requests-per-second='2' "
+                 "burst='3' max-unused-tickets='1' ticket-timeout='600' "
+                 "max-checkpoints='0' x:note='foreign, ignored' "
+                 "xmlns:x='urn:other'/></sf:clone>"),
+      NULL },
+    { "guest limits at their bounds",
+      MIN_DOMAIN("<sf:clone><sf:guest requests-per-second='1000' "
+                 "burst='1000' max-unused-tickets='64' "
+                 "ticket-timeout='3600' max-checkpoints='16'/></sf:clone>"),
+      NULL },
+    { "guest bad enabled",
+      MIN_DOMAIN("<sf:clone><sf:guest enabled='true'/></sf:clone>"),
+      "<sf:guest enabled='true'> must be yes or no" },
+    { "guest zero rate",
+      MIN_DOMAIN("<sf:clone><sf:guest requests-per-second='0'/></sf:clone>"),
+      "<sf:guest requests-per-second='0'> must be 1..1000" },
+    { "guest huge rate",
+      MIN_DOMAIN("<sf:clone><sf:guest requests-per-second='1001'/>"
+                 "</sf:clone>"),
+      "<sf:guest requests-per-second='1001'>" },
+    { "guest fractional rate",
+      MIN_DOMAIN("<sf:clone><sf:guest requests-per-second='0.5'/>"
+                 "</sf:clone>"),
+      "<sf:guest requests-per-second='0.5'>" },
+    { "guest zero burst",
+      MIN_DOMAIN("<sf:clone><sf:guest burst='0'/></sf:clone>"),
+      "<sf:guest burst='0'> must be 1..1000" },
+    { "guest negative burst",
+      MIN_DOMAIN("<sf:clone><sf:guest burst='-1'/></sf:clone>"),
+      "<sf:guest burst='-1'>" },
+    { "guest zero unused tickets",
+      MIN_DOMAIN("<sf:clone><sf:guest max-unused-tickets='0'/></sf:clone>"),
+      "<sf:guest max-unused-tickets='0'> must be 1..64" },
+    { "guest many unused tickets",
+      MIN_DOMAIN("<sf:clone><sf:guest max-unused-tickets='65'/></sf:clone>"),
+      "<sf:guest max-unused-tickets='65'>" },
+    { "guest zero ticket timeout",
+      MIN_DOMAIN("<sf:clone><sf:guest ticket-timeout='0'/></sf:clone>"),
+      "<sf:guest ticket-timeout='0'> must be 1..3600 seconds" },
+    { "guest long ticket timeout",
+      MIN_DOMAIN("<sf:clone><sf:guest ticket-timeout='3601'/></sf:clone>"),
+      "<sf:guest ticket-timeout='3601'>" },
+    { "guest empty ticket timeout",
+      MIN_DOMAIN("<sf:clone><sf:guest ticket-timeout=''/></sf:clone>"),
+      "<sf:guest ticket-timeout=''>" },
+    { "guest many checkpoints",
+      MIN_DOMAIN("<sf:clone><sf:guest max-checkpoints='17'/></sf:clone>"),
+      "<sf:guest max-checkpoints='17'> must be 0..16" },
+    { "guest text checkpoints",
+      MIN_DOMAIN("<sf:clone><sf:guest max-checkpoints='four'/></sf:clone>"),
+      "<sf:guest max-checkpoints='four'>" },
+    { "guest unknown attribute",
+      MIN_DOMAIN("<sf:clone><sf:guest rate='5'/></sf:clone>"),
+      "<sf:guest>: unknown attribute 'rate'" },
+    { "guest sf attribute",
+      MIN_DOMAIN("<sf:clone><sf:guest sf:burst='5'/></sf:clone>"),
+      "<sf:guest>: unknown attribute 'sf:burst'" },
+    { "duplicate guest",
+      MIN_DOMAIN("<sf:clone><sf:guest/><sf:guest/></sf:clone>"),
+      "duplicate <sf:guest>" },
+    { "guest outside clone", MIN_DOMAIN("<sf:guest/>"),
+      "unknown element <sf:guest>" },
     { "relative kernel",
       "<domain><name>a</name><memory>262144</memory>"
       "<os><kernel>k</kernel></os></domain>",
@@ -220,6 +283,57 @@ static void test_values(void)
     g_assert_cmpint(d->hook_timeout_s, ==, 5);
 }
 
+static void test_guest_limits(void)
+{
+    g_autofree char *err = NULL, *err2 = NULL;
+    const char *xml = MIN_DOMAIN("");
+    g_autoptr(SfdDomain) d = sfd_domain_parse(xml, strlen(xml), &err);
+    g_autoptr(SfdDomain) g = NULL;
+
+    /* Absent: today's constants. */
+    g_assert_nonnull(d);
+    g_assert_true(d->guest.enabled);
+    g_assert_cmpint(d->guest.rate, ==, 5);
+    g_assert_cmpint(d->guest.burst, ==, 10);
+    g_assert_cmpint(d->guest.max_unused_tickets, ==, 4);
+    g_assert_cmpint(d->guest.ticket_timeout_s, ==, 60);
+    g_assert_cmpint(d->guest.max_checkpoints, ==, 4);
+    /* The full domain has no <sf:guest> either. */
+    g_autofree char *err3 = NULL;
+    g_autoptr(SfdDomain) f =
+        sfd_domain_parse(cases[1].xml, strlen(cases[1].xml), &err3);
+    g_assert_nonnull(f);
+    g_assert_cmpmem(&f->guest, sizeof(f->guest), &d->guest, sizeof(d->guest));
+
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        if (!strcmp(cases[i].name, "guest limits")) {
+            xml = cases[i].xml;
+        }
+    }
+    g = sfd_domain_parse(xml, strlen(xml), &err2);
+    g_assert_nonnull(g);
+    g_assert_false(g->guest.enabled);
+    g_assert_cmpint(g->guest.rate, ==, 2);
+    g_assert_cmpint(g->guest.burst, ==, 3);
+    g_assert_cmpint(g->guest.max_unused_tickets, ==, 1);
+    g_assert_cmpint(g->guest.ticket_timeout_s, ==, 600);
+    g_assert_cmpint(g->guest.max_checkpoints, ==, 0);
+    g_assert_cmpint(g->max_clones, ==, SFD_DOMAIN_DEFAULT_MAX_CLONES);
+
+    /* Some attributes: the others keep their defaults. */
+    g_autofree char *err4 = NULL;
+    xml = MIN_DOMAIN("<sf:clone max='3'><sf:guest burst='20'/></sf:clone>");
+    g_autoptr(SfdDomain) s = sfd_domain_parse(xml, strlen(xml), &err4);
+    g_assert_nonnull(s);
+    g_assert_true(s->guest.enabled);
+    g_assert_cmpint(s->guest.rate, ==, 5);
+    g_assert_cmpint(s->guest.burst, ==, 20);
+    g_assert_cmpint(s->guest.max_unused_tickets, ==, 4);
+    g_assert_cmpint(s->guest.ticket_timeout_s, ==, 60);
+    g_assert_cmpint(s->guest.max_checkpoints, ==, 4);
+    g_assert_cmpint(s->max_clones, ==, 3);
+}
+
 static void test_too_large(void)
 {
     GString *s = g_string_new("<domain><name>a</name><metadata>");
@@ -273,6 +387,7 @@ int main(int argc, char **argv)
         g_test_add_data_func(path, &cases[i], test_case);
     }
     g_test_add_func("/sfd/domain/values", test_values);
+    g_test_add_func("/sfd/domain/guest-values", test_guest_limits);
     g_test_add_func("/sfd/domain/too-large", test_too_large);
     g_test_add_func("/sfd/domain/deep", test_deep);
     g_test_add_func("/sfd/domain/nul", test_nul);

@@ -42,7 +42,14 @@ GPtrArray *sf_fuzz_seeds(void)
         "<readonly/> </disk> <interface type=\"family\"> <mac "
         "address=\"52:54:00:12:34:56\"/> </interface> </devices> <sf:clone "
         "max=\"8\"> <sf:network address=\"10.77.9.0\" prefix=\"24\"/> "
-        "<sf:hooks enabled=\"yes\" timeout=\"10\"/> </sf:clone> </domain>",
+        "<sf:hooks enabled=\"yes\" timeout=\"10\"/> <sf:guest "
+        "requests-per-second=\"5\" burst=\"10\" max-unused-tickets=\"4\" "
+        "ticket-timeout=\"60\" max-checkpoints=\"4\" enabled=\"yes\"/> "
+        "</sf:clone> </domain>",
+        "<domain xmlns:sf=\"urn:snowflock:domain:1\"><name>g</name>"
+        "<memory>262144</memory><os><kernel>/k</kernel></os><sf:clone>"
+        "<sf:guest enabled=\"no\" burst=\"0\" rate=\"1\"/></sf:clone>"
+        "</domain>",
         "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY x "
         "'y'>]><domain>&x;</domain>",
         "<domain><name>a</name></domain>",

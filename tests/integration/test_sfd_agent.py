@@ -8,7 +8,8 @@ clone (the parent's RESULT after vm-fork, each clone's IDENTITY with its
 hostname, MAC and address), exit from a clone (the parent's EXITED with
 the status), a crashed clone (how=crashed), kill (how=killed), a request
 flood (rate-limited, sfd still quick to answer clients, clones
-unaffected), and checkpoint + create-clones.
+unaffected), and checkpoint + create-clones; and the domain's
+<sf:guest> limits (enabled='no': EPERM; a low rate and burst).
 
 Needs root (bridges, taps), like the other sfd tests."""
 
@@ -399,3 +400,78 @@ def test_guest_requests(sfd):
     log = sfd.log()
     print(log[-4000:])
     assert "sf-agent-reply" not in log or "failed" not in log, log
+
+
+def test_guest_limits(sfd):
+    """<sf:guest>: enabled='no' refuses the guest's requests with EPERM
+    (the operator still forks the VM); a low requests-per-second and
+    burst limit the guest as configured."""
+    c = sfd.client()
+
+    def xml(name, guest, interface=True):
+        return sfdlib.domain_xml(
+            name, interface=interface,
+            clone=f"<sf:clone max='2'>{guest}</sf:clone>").replace(
+                sfdlib.CMDLINE, sfdlib.CMDLINE + " sf.noagent")
+
+    c.cmd("define", xml=xml("gn", "<sf:guest enabled='no'/>"))
+    _, sp = sfdlib.start_booted(sfd, c, "gn")
+    pa = Agent(sp)
+    assert pa.request(TICKET, ticket_req(1))["error"] == errno.EPERM
+    assert pa.request(CHECKPOINT)["error"] == errno.EPERM
+    info = c.cmd("info", vm="gn")
+    assert info["agent"]["limits"] == {
+        "enabled": False, "requests-per-second": 5, "burst": 10,
+        "max-unused-tickets": 4, "ticket-timeout": 60,
+        "max-checkpoints": 4}, info["agent"]
+    assert info["agent"]["refused"] == 2 and \
+        info["agent"]["tickets-unused"] == 0, info["agent"]
+    p = sfd.sfctl("info", "gn")
+    assert p.returncode == 0 and "requests-per-second" in p.stdout, p
+    # The operator still can.
+    f = c.cmd("fork", vm="gn", count=1, timeout=300)
+    sfd.pids.add(f["server-pid"])
+    for cl in f["clones"]:
+        sfd.pids.add(cl["pid"])
+    assert f["running"] == 1, f
+    c.cmd("destroy", vm=f["clones"][0]["name"], timeout=60)
+    sp.close()
+    c.cmd("destroy", vm="gn", timeout=60)
+
+    # 1 request/s, burst 2: of 8 requests sent back to back, the first
+    # two and about one per second after them are answered, the rest
+    # are EAGAIN (QEMU's own bucket lets 40 through at once).
+    c.cmd("define", xml=xml(
+        "gr", "<sf:guest requests-per-second='1' burst='2' "
+        "max-unused-tickets='16' ticket-timeout='5' max-checkpoints='1'/>",
+        interface=False))
+    _, sp = sfdlib.start_booted(sfd, c, "gr")
+    pa = Agent(sp)
+    lim = c.cmd("info", vm="gr")["agent"]["limits"]
+    assert lim == {"enabled": True, "requests-per-second": 1, "burst": 2,
+                   "max-unused-tickets": 16, "ticket-timeout": 5,
+                   "max-checkpoints": 1}, lim
+    flood = [frame(TICKET, 7000 + i, ticket_req(1)) for i in range(8)]
+    t0 = time.monotonic()
+    pa.flood(flood)
+    elapsed = time.monotonic() - t0
+    deadline = time.monotonic() + 60
+    while True:
+        res = [f[2]["error"] for f in pa.frames()
+               if f[0] == RESULT and 7000 <= f[1] < 7008]
+        if len(res) == 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(res) == 8, res
+    print("answers", res, "in", round(elapsed, 1), "s")
+    ok = res.count(0)
+    assert set(res) <= {0, errno.EAGAIN}, res
+    assert 2 <= ok <= 2 + int(elapsed) + 1, (res, elapsed)
+    assert res.count(errno.EAGAIN) >= 1, (res, elapsed)
+    info = c.cmd("info", vm="gr")
+    assert info["agent"]["rate-limited"] == res.count(errno.EAGAIN)
+    # ticket-timeout='5': the unused tickets are gone after 5 s.
+    time.sleep(6)
+    assert c.cmd("info", vm="gr")["agent"]["tickets-unused"] == 0
+    sp.close()
+    c.cmd("destroy", vm="gr", timeout=60)
