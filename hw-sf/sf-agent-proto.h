@@ -25,6 +25,7 @@
 #ifndef SF_AGENT_PROTO_H
 #define SF_AGENT_PROTO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define SF_AGENT_PORT_NAME "org.snowflock.agent.0"
@@ -183,6 +184,33 @@ static inline int sf_agent_body_len(uint8_t type)
         return sizeof(SfAgentExited);
     }
     return -1;
+}
+
+/*
+ * The one rule for a clone's host name, on both sides: 1..63 characters
+ * of [A-Za-z0-9.-] within a field of `field` bytes (NUL-terminated in
+ * it), not starting with '-' or '.'.
+ */
+static inline int sf_agent_hostname_valid(const char *name, size_t field)
+{
+    size_t len = 0;
+
+    while (len < field && name[len]) {
+        len++;
+    }
+    if (len == 0 || len >= field || len >= SF_AGENT_HOSTNAME_LEN ||
+        name[0] == '-' || name[0] == '.') {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '.')) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* A type's name, for logs and trace events. */

@@ -671,17 +671,7 @@ static bool sf_agent_parse_mac(const char *str, uint8_t mac[6])
 
 static bool sf_agent_hostname_ok(const char *name)
 {
-    size_t len = strlen(name);
-
-    if (len < 1 || len >= SF_AGENT_HOSTNAME_LEN) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (!g_ascii_isalnum(name[i]) && name[i] != '.' && name[i] != '-') {
-            return false;
-        }
-    }
-    return true;
+    return sf_agent_hostname_valid(name, SF_AGENT_HOSTNAME_LEN);
 }
 
 /*

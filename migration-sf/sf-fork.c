@@ -195,7 +195,9 @@ static int64_t sf_server_footprint(pid_t pid, bool *alive)
 
 SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
                         bool launch, const char *dir, const char *listen,
-                        bool has_prefetch, bool prefetch, Error **errp)
+                        bool has_prefetch, bool prefetch,
+                        bool has_idle_timeout, int64_t idle_timeout,
+                        Error **errp)
 {
     ERRP_GUARD();
     g_autofree char *fork_dir = NULL;
@@ -234,6 +236,12 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
     if (clones < 1 || clones > SF_MAX_CLONES) {
         error_setg(errp, "vm-fork: clones must be 1..%d, not %" PRId64,
                    SF_MAX_CLONES, clones);
+        return NULL;
+    }
+    if (has_idle_timeout && (idle_timeout < -1 || idle_timeout == 0 ||
+                             idle_timeout > INT_MAX)) {
+        error_setg(errp, "vm-fork: idle-timeout must be -1 (never) or "
+                   "1..%d ms, not %" PRId64, INT_MAX, idle_timeout);
         return NULL;
     }
     if (migration_is_running()) {
@@ -315,7 +323,8 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
 
     fa.fork_id = fork_id;
     fa.max_clones = clones;
-    fa.idle_timeout_ms = 0;
+    /* < 0: never; 0: the page server's default (10 minutes). */
+    fa.idle_timeout_ms = has_idle_timeout ? (int)idle_timeout : 0;
     fa.nblocks = blocks->len;
     fa.blocks = (SfBlockInfo *)blocks->data;
     fa.hosts = hosts->pdata;

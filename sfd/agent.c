@@ -503,7 +503,7 @@ static SfdAgent *agent_get(SfdVm *vm)
                         g_get_monotonic_time());
         sfd_tickets_init(&a->tickets, a->limits.max_unused_tickets,
                          SFD_AGENT_MAX_TICKETS,
-                         a->limits.ticket_timeout_s * G_USEC_PER_SEC);
+                         (gint64)a->limits.ticket_timeout_s * G_USEC_PER_SEC);
         a->checkpoints = g_ptr_array_new_with_free_func(checkpoint_free);
         vm->agent = a;
     }
@@ -803,14 +803,19 @@ static void ident_try(IdentOp *io)
 }
 
 /* A host name QEMU accepts: 1..63 of [A-Za-z0-9.-]. */
+/* A VM name as a host name the agent accepts (sf_agent_hostname_valid):
+ * domain names may hold '_' and start with any of [A-Za-z0-9_.-]. */
 static char *hostname_of(const char *name)
 {
-    char *h = g_strndup(name, 63);
+    char *h = g_strndup(name, 63); /* SF_AGENT_HOSTNAME_LEN - 1 */
 
     for (char *p = h; *p; p++) {
         if (!g_ascii_isalnum(*p) && *p != '.' && *p != '-') {
             *p = '-';
         }
+    }
+    if (!g_ascii_isalnum(h[0])) {
+        h[0] = 'x';
     }
     return h;
 }
@@ -1343,6 +1348,8 @@ static void op_checkpoint(SfdVm *vm, SfdAgent *a, guint32 req)
     JsonObject *args = json_object_new();
     json_object_set_int_member(args, "clones", SFD_AGENT_CHECKPOINT_CLONES);
     json_object_set_boolean_member(args, "launch", FALSE);
+    /* No idle timeout: clones may be made from it much later. */
+    json_object_set_int_member(args, "idle-timeout", -1);
     json_object_set_string_member(args, "dir", op->dir);
     sfd_qmp_cmd(vm->qmp, "vm-fork", args, cp_forked, op);
 }

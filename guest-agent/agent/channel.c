@@ -119,6 +119,8 @@ int chan_next_frame(ChanReader *r, SfAgentHdr *hdr, uint8_t *body)
             memcpy(body, r->buf + SF_AGENT_HDR_LEN, hdr->length);
             memmove(r->buf, r->buf + total, r->len - total);
             r->len -= total;
+            /* No stale copy of a frame (a clone's entropy) stays behind. */
+            explicit_bzero(r->buf + r->len, total);
             return 1;
         }
         /* Resynchronise: drop bytes up to the next possible magic. */

@@ -337,20 +337,7 @@ static void write_or_log(const char *dir, const char *name, const char *text)
 
 bool identity_hostname_ok(const char *name, size_t field)
 {
-    size_t len = strnlen(name, field);
-
-    if (len == 0 || len >= field || name[0] == '-' || name[0] == '.') {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '.')) {
-            return false;
-        }
-    }
-    return true;
+    return sf_agent_hostname_valid(name, field);
 }
 
 /* run-parts names: [A-Za-z0-9_-]+ */
@@ -419,7 +406,8 @@ static int run_script(const char *path, char *const env[], int timeout_s)
 }
 
 static void run_scripts(const AgentConfig *cfg, FILE *rec,
-                        const SfAgentIdentity *id, const char *ip)
+                        const SfAgentIdentity *id, const char *host,
+                        const char *ip)
 {
     char dir[PATH_MAX], e_id[32], e_gen[32], e_host[96], e_ip[48], e_pfx[32];
     char *names[256], *env[] = {
@@ -451,7 +439,8 @@ static void run_scripts(const AgentConfig *cfg, FILE *rec,
 
     snprintf(e_id, sizeof(e_id), "SF_CLONE_ID=%u", id->clone_id);
     snprintf(e_gen, sizeof(e_gen), "SF_GENERATION=%u", id->generation);
-    snprintf(e_host, sizeof(e_host), "SF_HOSTNAME=%s", id->hostname);
+    /* host: validated, NUL-terminated (id->hostname need be neither). */
+    snprintf(e_host, sizeof(e_host), "SF_HOSTNAME=%s", host);
     /* SF_IP is the bare address, SF_PREFIX its prefix length. */
     snprintf(e_ip, sizeof(e_ip), "SF_IP=%.*s", (int)strcspn(ip, "/"), ip);
     snprintf(e_pfx, sizeof(e_pfx), "SF_PREFIX=%s",
@@ -573,7 +562,7 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
     }
 
     /* 5. the guest's own steps */
-    run_scripts(cfg, rec, id, ip[0] ? ip : "");
+    run_scripts(cfg, rec, id, host_ok ? id->hostname : "", ip[0] ? ip : "");
     if (rec) {
         fclose(rec);
     }

@@ -732,6 +732,7 @@ static void on_frame(const SfAgentHdr *h, const uint8_t *body)
 
         memcpy(&id, body, sizeof(id));
         on_identity(h->seq, &id);
+        explicit_bzero(&id, sizeof(id)); /* the clone's entropy */
         break;
     }
     case SF_AGENT_EXITED: {
@@ -773,6 +774,7 @@ static void port_read(void)
         reader.len += n;
         while (chan_next_frame(&reader, &h, body)) {
             on_frame(&h, body);
+            explicit_bzero(body, sizeof(body));
             if (port_fd < 0) {
                 return;
             }

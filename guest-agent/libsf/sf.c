@@ -38,6 +38,27 @@
 
 static pthread_mutex_t sf_lock = PTHREAD_MUTEX_INITIALIZER;
 static int sf_fd = -1;
+static pthread_once_t sf_atfork_once = PTHREAD_ONCE_INIT;
+
+/*
+ * A process fork()ed while another thread sat in sf_call() (a fork of the
+ * VM can take minutes) would inherit sf_lock held, and its first call
+ * would deadlock.  The child has one thread and none of the parent's
+ * calls in flight: a fresh lock, and its own connection on first use.
+ */
+static void sf_atfork_child(void)
+{
+    pthread_mutex_init(&sf_lock, NULL);
+    if (sf_fd >= 0) {
+        close(sf_fd); /* the child's copy; the parent keeps its own */
+        sf_fd = -1;
+    }
+}
+
+static void sf_atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, sf_atfork_child);
+}
 static pid_t sf_fd_pid;
 static __thread char sf_err[256];
 
@@ -144,18 +165,24 @@ static int sf_connect_locked(void)
     return 0;
 }
 
-/* Send one request on fd and receive its answer into buf; -errno. */
+/*
+ * Send one request on fd and receive its answer into buf; -errno.
+ * *sent says whether the request left (a failure after that is not safe
+ * to retry: the agent may have acted on it).
+ */
 static int sf_exchange(int fd, const void *msg, size_t len, void *buf,
-                       size_t cap, ssize_t *got)
+                       size_t cap, ssize_t *got, bool *sent)
 {
     ssize_t n;
 
+    *sent = false;
     do {
         n = send(fd, msg, len, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n != (ssize_t)len) {
         return n < 0 ? -errno : -EPROTO;
     }
+    *sent = true;
     do {
         n = recv(fd, buf, cap, MSG_TRUNC);
     } while (n < 0 && errno == EINTR);
@@ -190,19 +217,21 @@ static int sf_call(const SfLocalReq *req, SfLocalAnswer *ans, sf_status_t *st,
     };
     size_t cap = sizeof(SfLocalHdr) + sizeof(SfLocalAnswer) +
                  (size_t)max_st * sizeof(SfLocalStatus);
-    bool own = req->op == SF_LOCAL_OP_JOIN;
+    bool own = req->op == SF_LOCAL_OP_JOIN, sent;
     unsigned char *buf;
     SfLocalHdr hdr;
     ssize_t n = 0;
     int ret, fd = -1;
 
+    pthread_once(&sf_atfork_once, sf_atfork_register);
     buf = malloc(cap);
     if (!buf) {
         return -ENOMEM;
     }
     if (own) {
         fd = sf_open_conn();
-        ret = fd < 0 ? fd : sf_exchange(fd, &msg, sizeof(msg), buf, cap, &n);
+        ret = fd < 0 ? fd
+                     : sf_exchange(fd, &msg, sizeof(msg), buf, cap, &n, &sent);
     } else {
         pthread_mutex_lock(&sf_lock);
         for (int attempt = 0;; attempt++) {
@@ -212,15 +241,16 @@ static int sf_call(const SfLocalReq *req, SfLocalAnswer *ans, sf_status_t *st,
             if (ret < 0) {
                 break;
             }
-            ret = sf_exchange(sf_fd, &msg, sizeof(msg), buf, cap, &n);
+            ret = sf_exchange(sf_fd, &msg, sizeof(msg), buf, cap, &n, &sent);
             /*
-             * The agent restarted since our last call: the request never
-             * reached anyone, so it is safe to send it again on a new
-             * connection.
+             * The agent restarted since our last call and the send failed:
+             * the request never reached anyone, so it is safe to send it
+             * again on a new connection.  Once sent, never again (a ticket
+             * could be granted twice).
              */
             if (ret < 0) {
                 sf_disconnect_locked();
-                if (cached && attempt == 0 &&
+                if (cached && attempt == 0 && !sent &&
                     (ret == -EPIPE || ret == -ECONNRESET || ret == -ENOTCONN)) {
                     continue;
                 }

@@ -43,7 +43,10 @@
      SF_DESC_MAX_BLOCKS * (2 + SF_DESC_IDLEN_MAX + 8 + 4) +                    \
      SF_DESC_MAX_DEVSTATE + SF_DESC_SHA_LEN)
 
-G_DEFINE_QUARK(sf - desc - error - quark, sf_desc_error)
+/* G_DEFINE_QUARK stringifies its first argument as written. */
+/* clang-format off */
+G_DEFINE_QUARK(sf-desc-error-quark, sf_desc_error)
+/* clang-format on */
 
 /* Reader: a cursor that fails instead of running past the end. */
 typedef struct DescReader {

@@ -18,7 +18,10 @@
 
 #include "sf-transport-int.h"
 
-G_DEFINE_QUARK(sf - transport - error - quark, sf_transport_error)
+/* G_DEFINE_QUARK stringifies its first argument as written. */
+/* clang-format off */
+G_DEFINE_QUARK(sf-transport-error-quark, sf_transport_error)
+/* clang-format on */
 
 /*
  * Resolve the quark at load time: the first g_quark lookup takes a GLib

@@ -290,3 +290,20 @@ def test_clone_reconnects_after_connection_loss(lab, parent):
     st = c.cmd("query-sf-clone")
     assert st["reconnects"] >= 1, st
     assert sfvm.pid_alive(c.pid)
+
+
+def test_page_server_idle_timeout(lab, parent):
+    """With no clone connected, a fork's page server exits after
+    idle-timeout; -1 keeps it (checkpoints); bad values are refused."""
+    for bad in (0, -2, 1 << 31):
+        with pytest.raises(sfvm.QMPError, match="idle-timeout"):
+            parent.cmd("vm-fork", clones=1, launch=False,
+                       **{"idle-timeout": bad})
+    short, _ = lab.fork(parent, clones=1, launch=False,
+                        **{"idle-timeout": 1500})
+    kept, _ = lab.fork(parent, clones=1, launch=False,
+                       **{"idle-timeout": -1})
+    assert sfvm.wait_gone(short["server-pid"], 15)
+    time.sleep(2)
+    alive = {f["id"]: f["server-alive"] for f in parent.cmd("query-sf-forks")}
+    assert alive[short["id"]] is False and alive[kept["id"]] is True, alive
