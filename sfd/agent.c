@@ -901,16 +901,6 @@ static int errno_of_class(const char *cls)
     return EIO;
 }
 
-static gboolean has_writable_disk(SfdDomain *d)
-{
-    for (guint i = 0; i < d->disks->len; i++) {
-        if (!((SfdDisk *)d->disks->pdata[i])->readonly) {
-            return TRUE;
-        }
-    }
-    return FALSE;
-}
-
 /* ---- ticket ---- */
 
 static void op_ticket(SfdVm *vm, SfdAgent *a, guint32 req, JsonObject *d,
@@ -1323,7 +1313,7 @@ static void op_checkpoint(SfdVm *vm, SfdAgent *a, guint32 req)
         answer(vm, req, "checkpoint", EDQUOT, 0, 0);
         return;
     }
-    if (!dom || has_writable_disk(dom)) {
+    if (!dom || sfd_domain_has_writable_disk(dom)) {
         answer(vm, req, "checkpoint", ENOTSUP, 0, 0);
         return;
     }

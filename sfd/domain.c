@@ -690,3 +690,13 @@ void sfd_domain_free(SfdDomain *d)
     g_free(d->xml);
     g_free(d);
 }
+
+gboolean sfd_domain_has_writable_disk(const SfdDomain *d)
+{
+    for (guint i = 0; i < d->disks->len; i++) {
+        if (!((SfdDisk *)d->disks->pdata[i])->readonly) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}

@@ -109,6 +109,9 @@ typedef struct SfdDomain {
 SfdDomain *sfd_domain_parse(const char *xml, gsize len, char **err);
 void sfd_domain_free(SfdDomain *d);
 gboolean sfd_domain_name_valid(const char *name);
+/* Whether a disk is writable (its VM cannot be forked: clones would
+ * share it). */
+gboolean sfd_domain_has_writable_disk(const SfdDomain *d);
 /* The defaults of <sf:guest> (for a VM whose domain is gone, too). */
 void sfd_guest_limits_default(SfdGuestLimits *l);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SfdDomain, sfd_domain_free)

@@ -55,7 +55,6 @@ typedef struct ForkOp {
     GStrv clone_args;
     guint32 generation;  /* the parent's fork number */
     SfdForkGuest *guest; /* NULL: a client's fork */
-    gboolean forked_called;
     SfdForkDone done;
     gpointer opaque;
 } ForkOp;
@@ -469,7 +468,6 @@ static void fork_launch_all(ForkOp *op, int first_qemu_id, const char *fork_dir)
         c->fork_dir = g_strdup(fork_dir);
     }
     if (op->guest && op->guest->forked) {
-        op->forked_called = TRUE;
         op->guest->forked(op->parent, op->clones, op->generation, NULL, NULL,
                           op->opaque);
     }
@@ -590,14 +588,12 @@ void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
         done(NULL, "InvalidArgument", "count must be 1..64", opaque);
         return;
     }
-    for (guint i = 0; i < d->disks->len; i++) {
-        if (!((SfdDisk *)d->disks->pdata[i])->readonly) {
-            done(NULL, "InvalidState",
-                 "the domain has a writable disk: "
-                 "clones would share it; mark it <readonly/>",
-                 opaque);
-            return;
-        }
+    if (sfd_domain_has_writable_disk(d)) {
+        done(NULL, "InvalidState",
+             "the domain has a writable disk: "
+             "clones would share it; mark it <readonly/>",
+             opaque);
+        return;
     }
     vm_left = d->max_clones - sfd_clones_alive(d->name);
     host_left = sfd->max_clones - sfd_clones_alive(NULL);
