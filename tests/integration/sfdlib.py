@@ -198,6 +198,23 @@ class Sfd:
         except Exception:
             pass
 
+    def processes_of_workdir(self):
+        """Every process whose command line names our work directory: the
+        QEMUs sfd started and the page servers they fork()ed (which keep
+        QEMU's argv), including a checkpoint's, which sfd lists nowhere a
+        test could see once sfd itself is gone."""
+        found = set()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if (self.workdir.rstrip("/") + "/").encode() in f.read():
+                        found.add(int(d))
+            except OSError:
+                pass
+        return found
+
     def our_links(self):
         return {n for n in links()
                 if n.startswith(f"sfbr-{self.tag}") or
@@ -215,7 +232,7 @@ class Sfd:
         if self.proc and self.proc.poll() is None:
             self.remember()
         self.kill()
-        for pid in self.pids:
+        for pid in self.pids | self.processes_of_workdir():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
