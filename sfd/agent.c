@@ -1235,20 +1235,11 @@ static SfdCheckpoint *cp_keep(CpOp *op, JsonObject *o)
     g_autofree char *rec = NULL, *recp = NULL;
 
     cp->request = op->request;
-    cp->fork_id = json_object_get_int_member_with_default(o, "id", 0);
+    sfd_fork_answer_parse(o, &cp->fork_id, &cp->server_pid, &cp->clone_args);
     cp->dir = g_strdup(op->dir);
-    cp->server_pid =
-        json_object_get_int_member_with_default(o, "server-pid", 0);
     cp->server_starttime = sfd_proc_starttime(cp->server_pid);
     cp->next_qemu_id = 1;
     cp->generation = op->generation;
-    JsonArray *ca = json_object_has_member(o, "clone-args")
-                        ? json_object_get_array_member(o, "clone-args")
-                        : NULL;
-    cp->clone_args = g_new0(char *, (ca ? json_array_get_length(ca) : 0) + 1);
-    for (guint i = 0; ca && i < json_array_get_length(ca); i++) {
-        cp->clone_args[i] = g_strdup(json_array_get_string_element(ca, i));
-    }
     /* Beside the fork: whoever removes the directory stops the server. */
     rec = g_strdup_printf("%d %" G_GUINT64_FORMAT "\n", cp->server_pid,
                           cp->server_starttime);

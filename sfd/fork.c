@@ -75,6 +75,22 @@ struct CloneOp {
     guint timer;
 };
 
+void sfd_fork_answer_parse(JsonObject *o, guint64 *fork_id, pid_t *server_pid,
+                           GStrv *clone_args)
+{
+    JsonArray *a = json_object_has_member(o, "clone-args")
+                       ? json_object_get_array_member(o, "clone-args")
+                       : NULL;
+    guint n = a ? json_array_get_length(a) : 0;
+
+    *fork_id = json_object_get_int_member_with_default(o, "id", 0);
+    *server_pid = json_object_get_int_member_with_default(o, "server-pid", 0);
+    *clone_args = g_new0(char *, n + 1);
+    for (guint i = 0; i < n; i++) {
+        (*clone_args)[i] = g_strdup(json_array_get_string_element(a, i));
+    }
+}
+
 int sfd_clones_alive(const char *domain)
 {
     GHashTableIter it;
@@ -489,15 +505,8 @@ static void fork_forked(SfdQmp *q, JsonNode *ret, const char *err,
         return;
     }
     o = json_node_get_object(ret);
-    op->fork_id = json_object_get_int_member_with_default(o, "id", 0);
-    op->server_pid =
-        json_object_get_int_member_with_default(o, "server-pid", 0);
+    sfd_fork_answer_parse(o, &op->fork_id, &op->server_pid, &op->clone_args);
     op->pause_us = json_object_get_int_member_with_default(o, "pause-us", 0);
-    JsonArray *a = json_object_get_array_member(o, "clone-args");
-    op->clone_args = g_new0(char *, json_array_get_length(a) + 1);
-    for (guint i = 0; i < json_array_get_length(a); i++) {
-        op->clone_args[i] = g_strdup(json_array_get_string_element(a, i));
-    }
     g_message("%s: fork %" G_GUINT64_FORMAT
               ": %u clones, paused %" G_GINT64_FORMAT " us, page server %d",
               op->parent->name, op->fork_id, op->clones->len, op->pause_us,

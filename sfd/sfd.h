@@ -189,6 +189,10 @@ typedef void (*SfdForkDone)(JsonNode *ret, const char *cls, const char *err,
 void sfd_fork(SfdVm *parent, int count, const char *origin, SfdForkDone done,
               gpointer opaque);
 int sfd_clones_alive(const char *domain);
+/* What a vm-fork answer says about the fork: its id, page server and the
+ * arguments that start a clone of it (missing members: 0, 0, empty). */
+void sfd_fork_answer_parse(JsonObject *o, guint64 *fork_id, pid_t *server_pid,
+                           GStrv *clone_args);
 
 /* A fork a guest asked for (agent.c). */
 typedef struct SfdForkGuest {
