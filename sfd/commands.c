@@ -1,7 +1,8 @@
 /*
- * sfd: the protocol's commands.  Each validates its (already type-
- * checked) arguments and the objects' states, then calls into vm.c or
- * fork.c; those that take time answer later through their SfdRequest.
+ * sfd: the protocol's commands (commands.h).  Each validates its
+ * (already type-checked) arguments and the objects' states, then calls
+ * the part that does the work; those that take time answer later
+ * through their SfdRequest.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -10,6 +11,12 @@
 #include <string.h>
 
 #include "sfd.h"
+#include "commands.h"
+#include "fork.h"
+#include "lifecycle.h"
+#include "proto.h"
+#include "store.h"
+#include "vm.h"
 
 static const char *const event_names[] = {
     "VM_STARTED",         "VM_STOPPED",   "FORK_DONE",     "CLONE_STARTED",
@@ -86,7 +93,8 @@ static void cmd_version(SfdRequest *req, JsonObject *args)
 static gboolean family_alive(const char *name)
 {
     return g_hash_table_contains(sfd->families, name) ||
-           g_hash_table_contains(sfd->vms, name) || sfd_clones_alive(name) > 0;
+           g_hash_table_contains(sfd->vms, name) ||
+           sfd_vm_clones_alive(name) > 0;
 }
 
 static void cmd_define(SfdRequest *req, JsonObject *args)
@@ -119,7 +127,7 @@ static void cmd_define(SfdRequest *req, JsonObject *args)
             return;
         }
     }
-    if (sfd_state_save_domain(d, &err) < 0) {
+    if (sfd_store_save_domain(d, &err) < 0) {
         sfd_request_error(req, "Failed", "%s", err);
         sfd_domain_free(d);
         return;
@@ -149,7 +157,7 @@ static void cmd_undefine(SfdRequest *req, JsonObject *args)
                           name);
         return;
     }
-    sfd_state_drop_domain(name);
+    sfd_store_drop_domain(name);
     g_hash_table_remove(sfd->domains, name);
     g_message("undefined %s", name);
     sfd_request_return(req, NULL);
@@ -176,12 +184,17 @@ static void cmd_start(SfdRequest *req, JsonObject *args)
         sfd_request_error(req, "NotFound", "no domain named '%s'", name);
         return;
     }
-    sfd_vm_start(d, start_done, req);
+    sfd_lifecycle_start(d, start_done, req);
+}
+
+static void exit_answer(SfdVm *vm, JsonNode *exit, gpointer opaque)
+{
+    sfd_request_return(opaque, exit ? json_node_copy(exit) : NULL);
 }
 
 static void wait_exit(SfdRequest *req, SfdVm *vm)
 {
-    vm->exit_waiters = g_list_append(vm->exit_waiters, req);
+    sfd_vm_wait_exit(vm, exit_answer, req);
 }
 
 static void cmd_stop(SfdRequest *req, JsonObject *args)
@@ -215,7 +228,7 @@ static void cmd_destroy(SfdRequest *req, JsonObject *args)
     vm->state = SFD_VM_STOPPING;
     wait_exit(req, vm);
     if (sfd_vm_kill(vm, SIGKILL) < 0) {
-        sfd_vm_exited(vm, -1); /* already gone */
+        sfd_vm_end(vm, -1); /* already gone */
     }
 }
 
@@ -381,17 +394,19 @@ static void cmd_fork(SfdRequest *req, JsonObject *args)
     gint64 count = json_object_get_int_member(args, "count");
     SfdVm *vm;
 
-    if (count < 1 || count > 64) {
+    SfdForkRequest r = { .origin = "client" };
+
+    if (count < 1 || count > SFD_MAX_FORK_CLONES) {
         sfd_request_error(req, "InvalidArgument",
-                          "fork: count must be "
-                          "1..64, not %" G_GINT64_FORMAT,
-                          count);
+                          "fork: count must be 1..%d, not %" G_GINT64_FORMAT,
+                          SFD_MAX_FORK_CLONES, count);
         return;
     }
     if (!(vm = need_vm(req, name))) {
         return;
     }
-    sfd_fork(vm, count, "client", fork_done, req);
+    r.count = count;
+    sfd_fork(vm, &r, fork_done, req);
 }
 
 static void cmd_clones(SfdRequest *req, JsonObject *args)
@@ -414,6 +429,7 @@ static void cmd_subscribe(SfdRequest *req, JsonObject *args)
 {
     g_autoptr(GStrvBuilder) sb = g_strv_builder_new();
     g_auto(GStrv) events = NULL;
+    gint64 count = json_object_get_int_member_with_default(args, "count", 0);
 
     if (json_object_has_member(args, "events")) {
         JsonArray *a = json_object_get_array_member(args, "events");
@@ -430,8 +446,13 @@ static void cmd_subscribe(SfdRequest *req, JsonObject *args)
             g_strv_builder_add(sb, e);
         }
     }
+    if (count < 0 || count > G_MAXINT) {
+        sfd_request_error(req, "InvalidArgument",
+                          "subscribe: count must be 1 or more (0: no end)");
+        return;
+    }
     events = g_strv_builder_end(sb);
-    sfd_request_subscribe(req, events);
+    sfd_request_subscribe(req, events, count);
     JsonObject *o = json_object_new();
     JsonArray *a = json_array_new();
     for (const char *const *e = event_names; *e; e++) {
@@ -484,7 +505,10 @@ const SfdCommand sfd_commands[] = {
     { "clones", cmd_clones, { VM_ARG, { 0 } }, "the clones of a VM" },
     { "subscribe",
       cmd_subscribe,
-      { { "events", SFD_ARG_STRLIST, FALSE }, { 0 } },
-      "receive events on this connection (all, or those listed)" },
+      { { "events", SFD_ARG_STRLIST, FALSE },
+        { "count", SFD_ARG_INT, FALSE },
+        { 0 } },
+      "receive events on this connection (all, or those listed; count: "
+      "that many, then the subscription ends)" },
     { NULL },
 };

@@ -368,6 +368,7 @@ static gboolean only_attrs(Parse *p, xmlNode *n, const char *path,
 void sfd_guest_limits_default(SfdGuestLimits *l)
 {
     l->enabled = TRUE;
+    l->agent = TRUE;
     l->rate = SFD_GUEST_DEFAULT_RATE;
     l->burst = SFD_GUEST_DEFAULT_BURST;
     l->max_unused_tickets = SFD_GUEST_DEFAULT_MAX_UNUSED;
@@ -378,8 +379,9 @@ void sfd_guest_limits_default(SfdGuestLimits *l)
 static gboolean parse_guest(Parse *p, xmlNode *n)
 {
     static const char *const names[] = {
-        "enabled",        "requests-per-second", "burst", "max-unused-tickets",
-        "ticket-timeout", "max-checkpoints",     NULL,
+        "enabled",        "agent",           "requests-per-second",
+        "burst",          "max-unused-tickets", "ticket-timeout",
+        "max-checkpoints", NULL,
     };
     static const struct {
         const char *name;
@@ -400,6 +402,7 @@ static gboolean parse_guest(Parse *p, xmlNode *n)
     };
     SfdGuestLimits *l = &p->d->guest;
     g_autofree char *en = attr(n, "enabled");
+    g_autofree char *ag = attr(n, "agent");
     guint64 v;
 
     if (!only_attrs(p, n, "sf:guest", names)) {
@@ -409,6 +412,10 @@ static gboolean parse_guest(Parse *p, xmlNode *n)
         return fail(p, "<sf:guest enabled='%s'> must be yes or no", en);
     }
     l->enabled = !en || !strcmp(en, "yes");
+    if (ag && strcmp(ag, "yes") && strcmp(ag, "no")) {
+        return fail(p, "<sf:guest agent='%s'> must be yes or no", ag);
+    }
+    l->agent = !ag || !strcmp(ag, "yes");
     for (size_t i = 0; i < G_N_ELEMENTS(nums); i++) {
         g_autofree char *s = attr(n, nums[i].name);
         if (!s) {

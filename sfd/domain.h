@@ -23,6 +23,7 @@
  *       <sf:network address="10.77.9.0" prefix="24"/>
  *       <sf:hooks enabled="yes" timeout="10"/>
  *       <sf:guest enabled="yes"            requests from programs in the
+ *                 agent="yes"              (no: it runs no agent)
  *                 requests-per-second="5"  guest (docs/guest-api.md);
  *                 burst="10"               every attribute optional,
  *                 max-unused-tickets="4"   defaults as shown
@@ -39,7 +40,10 @@
  * expiring after ticket-timeout (1..3600) seconds, and at most
  * max-checkpoints (0..16) checkpoints.  enabled="no" refuses every guest
  * request with EPERM but a clone's exit (its operator can still fork it
- * with sfctl fork).  Unknown attributes are refused, naming them.
+ * with sfctl fork).  agent="no" says the guest runs no guest agent: a
+ * clone is then told its address through its serial console at once,
+ * instead of waiting for its agent.  Unknown attributes are refused,
+ * naming them.
  *
  * Parsing never loads external entities or DTDs and never substitutes
  * entities: a document with a DOCTYPE is refused outright.  Unknown
@@ -72,6 +76,7 @@
 
 typedef struct SfdGuestLimits {
     gboolean enabled; /* FALSE: guest requests get EPERM */
+    gboolean agent;   /* FALSE: the guest runs no agent (serial console) */
     int rate;         /* requests per second */
     int burst;
     int max_unused_tickets;

@@ -1,28 +1,21 @@
 /*
- * sfd: forks.
+ * sfd: forks (see fork.h).  In order:
  *
- * A fork request (from a client's "fork", or a guest's clone or
- * create-clones request through agent.c) asks for N clones; sfd grants
- * m = min(N, the domain's <sf:clone max> minus its live clones, the
- * host limit minus all live clones) and refuses when m is 0.  Then, in order:
- *
- *   1. reserve m clone names <vm>-<id> (lowest free ids) and run each
- *      clone's prepare hook; one failing aborts before anything forks
- *   2. vm-fork {clones: m, launch: false} on the parent, into a fork
- *      directory under the run directory
+ *   1. grant m of the N clones asked for (sfd_fork_grant), reserve m
+ *      clone names <vm>-<id> (lowest free ids) and run each clone's
+ *      prepare hook; one failing aborts before anything forks
+ *   2. the fork: vm-fork {clones: m, launch: false} on the parent into a
+ *      fork directory (forkdir.c), or the existing fork a checkpoint
+ *      holds
  *   3. per clone, concurrently: tap on the family bridge, start hook,
- *      spawn QEMU with the parent's machine options plus clone-args,
- *      QMP, read back the MAC QEMU derived (qom-get), tell the guest who
- *      it is: an identity through its agent (answering the guest's
- *      request for a guest fork), else MAC and address through its
- *      serial console; started hook
+ *      spawn QEMU with the parent's machine options plus the fork's
+ *      clone arguments, QMP, read back the MAC QEMU set (qom-get), tell
+ *      the clone who it is (identity.c); started hook
  *   4. answer with every clone's id, pid, MAC, IP and state
  *
- * A guest fork (SfdForkGuest) is told once step 2 is done (forked), and
- * one from a checkpoint skips step 2: the checkpoint's fork is reused.
- *
  * A clone that fails in step 3 is killed and reported as failed; the
- * others are kept.
+ * others are kept.  The fork directory is held by the fork until every
+ * clone is launched, and by each clone for its life.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -30,89 +23,49 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "sfd.h"
+#include "fork.h"
+#include "hooks.h"
+#include "identity.h"
+#include "net.h"
+#include "proto.h"
 #include "qmp.h"
-#include "lineio.h"
-
-#define SFD_SERIAL_TIMEOUT_S 90
+#include "vm.h"
 
 typedef struct ForkOp {
     SfdVm *parent;
     SfdDomain *d;
-    int requested;
+    SfdForkRequest r;
     char *origin;
     GPtrArray *clones; /* SfdVm, referenced */
-    guint hook_i;
-    int pending;
-    char *dir;
-    guint64 fork_id;
-    gint64 pause_us;
-    pid_t server_pid;
-    GStrv clone_args;
-    guint32 generation;  /* the parent's fork number */
-    SfdForkGuest *guest; /* NULL: a client's fork */
+    guint hook_i;      /* prepare hooks started */
+    int pending;       /* clones still being launched */
+    SfdForkDir *fd;    /* held while launching */
+    guint32 generation;
     SfdForkDone done;
     gpointer opaque;
 } ForkOp;
 
-typedef struct CloneOp CloneOp;
-
-/* The serial conversation outlives the CloneOp by one loop iteration
- * (a line-I/O object is closed from the loop, not from its callback). */
-typedef struct SerialCtx {
-    CloneOp *co; /* NULL once answered or abandoned */
-    SfdLineIO *io;
-} SerialCtx;
-
-struct CloneOp {
+typedef struct CloneOp {
     ForkOp *fork;
     SfdVm *clone;
-    SerialCtx *serial;
-    guint timer;
-};
+} CloneOp;
 
-void sfd_fork_answer_parse(JsonObject *o, guint64 *fork_id, pid_t *server_pid,
-                           GStrv *clone_args)
+int sfd_fork_grant(SfdDomain *d, int want, char **why)
 {
-    JsonArray *a = json_object_has_member(o, "clone-args")
-                       ? json_object_get_array_member(o, "clone-args")
-                       : NULL;
-    guint n = a ? json_array_get_length(a) : 0;
+    int dom_alive = sfd_vm_clones_alive(d->name);
+    int host_alive = sfd_vm_clones_alive(NULL);
+    int m = MIN(want, SFD_MAX_FORK_CLONES);
 
-    *fork_id = json_object_get_int_member_with_default(o, "id", 0);
-    *server_pid = json_object_get_int_member_with_default(o, "server-pid", 0);
-    *clone_args = g_new0(char *, n + 1);
-    for (guint i = 0; i < n; i++) {
-        (*clone_args)[i] = g_strdup(json_array_get_string_element(a, i));
+    m = MIN(m, d->max_clones - dom_alive);
+    m = MIN(m, sfd->max_clones - host_alive);
+    if (m <= 0 && why) {
+        *why = g_strdup_printf(
+            "no clone granted: %s runs %d of its %d, the host %d of its %d",
+            d->name, dom_alive, d->max_clones, host_alive, sfd->max_clones);
     }
-}
-
-int sfd_clones_alive(const char *domain)
-{
-    GHashTableIter it;
-    gpointer v;
-    int n = 0;
-
-    g_hash_table_iter_init(&it, sfd->vms);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-        SfdVm *vm = v;
-        if (vm->clone_id && vm->state != SFD_VM_EXITED &&
-            (!domain || !strcmp(vm->domain, domain))) {
-            n++;
-        }
-    }
-    return n;
-}
-
-static gboolean clone_id_used(const char *domain, int id)
-{
-    g_autofree char *name = g_strdup_printf("%s-%d", domain, id);
-
-    return g_hash_table_contains(sfd->vms, name);
+    return m;
 }
 
 static void fork_free(ForkOp *op)
@@ -123,31 +76,23 @@ static void fork_free(ForkOp *op)
     g_ptr_array_free(op->clones, TRUE);
     sfd_vm_unref(op->parent);
     g_free(op->origin);
-    g_free(op->dir);
-    g_strfreev(op->clone_args);
-    if (op->guest) {
-        g_free(op->guest->dir);
-        g_strfreev(op->guest->clone_args);
-        g_free(op->guest);
-    }
     g_free(op);
 }
 
-/* Abort before any clone was spawned: release the reservations. */
+/* Abort before any clone was spawned: release the reservations (a clone
+ * whose prepare hook ran is ended, so its release hook runs). */
 static void fork_abort(ForkOp *op, const char *cls, const char *err)
 {
     for (guint i = 0; i < op->clones->len; i++) {
         SfdVm *c = op->clones->pdata[i];
-        if (i < op->hook_i || op->hook_i == op->clones->len) {
-            sfd_vm_exited(c, -1); /* runs its release hook */
-        } else if (g_hash_table_lookup(sfd->vms, c->name) == c) {
-            c->state = SFD_VM_EXITED;
-            g_hash_table_remove(sfd->vms, c->name);
-            sfd_vm_unref(c);
+        if (i < op->hook_i) {
+            sfd_vm_end(c, -1);
+        } else {
+            sfd_vm_detach(c);
         }
     }
-    if (op->dir) {
-        rmdir(op->dir);
+    if (op->fd) {
+        sfd_forkdir_release(op->fd);
     }
     op->done(NULL, cls, err, op->opaque);
     fork_free(op);
@@ -155,37 +100,32 @@ static void fork_abort(ForkOp *op, const char *cls, const char *err)
 
 static void fork_finish(ForkOp *op)
 {
-    g_autoptr(JsonBuilder) b = json_builder_new();
+    JsonObject *o = json_object_new();
+    JsonArray *a = json_array_new();
+    JsonNode *ret = json_node_alloc();
+    g_autofree char *fid =
+        g_strdup_printf("%" G_GUINT64_FORMAT, op->fd->fork_id);
     int up = 0;
 
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "vm");
-    json_builder_add_string_value(b, op->parent->name);
-    g_autofree char *fid = g_strdup_printf("%" G_GUINT64_FORMAT, op->fork_id);
-    json_builder_set_member_name(b, "fork-id");
-    json_builder_add_string_value(b, fid); /* uint64: see sfd_vm_to_json */
-    json_builder_set_member_name(b, "origin");
-    json_builder_add_string_value(b, op->origin);
-    json_builder_set_member_name(b, "requested");
-    json_builder_add_int_value(b, op->requested);
-    json_builder_set_member_name(b, "granted");
-    json_builder_add_int_value(b, op->clones->len);
-    json_builder_set_member_name(b, "pause-us");
-    json_builder_add_int_value(b, op->pause_us);
-    json_builder_set_member_name(b, "server-pid");
-    json_builder_add_int_value(b, op->server_pid);
-    json_builder_set_member_name(b, "clones");
-    json_builder_begin_array(b);
+    json_object_set_string_member(o, "vm", op->parent->name);
+    /* uint64 as a decimal string: see sfd_vm_to_json */
+    json_object_set_string_member(o, "fork-id", fid);
+    json_object_set_string_member(o, "origin", op->origin);
+    json_object_set_int_member(o, "requested", op->r.count);
+    json_object_set_int_member(o, "granted", op->clones->len);
+    json_object_set_int_member(o, "pause-us",
+                               op->r.from ? 0 : op->fd->pause_us);
+    json_object_set_int_member(o, "server-pid", op->fd->server_pid);
     for (guint i = 0; i < op->clones->len; i++) {
         SfdVm *c = op->clones->pdata[i];
         up += c->state == SFD_VM_RUNNING;
-        json_builder_add_value(b, sfd_vm_to_json(c, FALSE));
+        json_array_add_element(a, sfd_vm_to_json(c, FALSE));
     }
-    json_builder_end_array(b);
-    json_builder_set_member_name(b, "running");
-    json_builder_add_int_value(b, up);
-    json_builder_end_object(b);
-    JsonNode *ret = json_builder_get_root(b);
+    json_object_set_array_member(o, "clones", a);
+    json_object_set_int_member(o, "running", up);
+    json_node_init_object(ret, o);
+    json_object_unref(o);
+    sfd_forkdir_release(op->fd); /* the clones hold it now */
     sfd_event("FORK_DONE", json_node_copy(ret));
     op->done(ret, NULL, NULL, op->opaque);
     fork_free(op);
@@ -196,28 +136,18 @@ static void clone_done(CloneOp *co, const char *err)
     ForkOp *op = co->fork;
     SfdVm *c = co->clone;
 
-    if (co->timer) {
-        g_source_remove(co->timer);
-    }
-    if (co->serial) {
-        co->serial->co = NULL;
-        sfd_lineio_close(co->serial->io); /* serial_closed frees it */
-    }
     if (err) {
         g_warning("%s: %s", c->name, err);
         if (!c->failure) {
             c->failure = g_strdup(err);
         }
-        if (c->state != SFD_VM_EXITED) {
-            if (c->spawned && sfd_vm_kill(c, SIGKILL) == 0) {
-                /* sfd_vm_exited() follows from the child watch */
-            } else {
-                sfd_vm_exited(c, -1);
-            }
+        if (c->state != SFD_VM_EXITED &&
+            !(c->spawned && sfd_vm_kill(c, SIGKILL) == 0)) {
+            sfd_vm_end(c, -1); /* else its child watch ends it */
         }
     } else {
         c->state = SFD_VM_RUNNING;
-        sfd_state_save_vm(c);
+        sfd_record_save(c);
         sfd_hook_run("clone", c->name, "started", "begin", op->d, NULL, NULL);
         sfd_event("CLONE_STARTED", sfd_vm_to_json(c, FALSE));
     }
@@ -227,146 +157,17 @@ static void clone_done(CloneOp *co, const char *err)
     }
 }
 
-static void serial_line(SfdLineIO *io, const char *line, gsize len,
-                        gboolean overlong, gpointer opaque)
+static void clone_told(SfdVm *c, const char *err, gpointer opaque)
 {
-    SerialCtx *sc = opaque;
-    CloneOp *co = sc->co;
-    const char *m = overlong ? NULL : strstr(line, "@@SFNET ");
-
-    if (!m || !co) {
-        return;
-    }
-    int rc = atoi(m + 8);
-    co->clone->net_configured = rc == 0;
-    if (rc != 0) {
-        g_warning("%s: configuring eth0 in the guest exited %d",
-                  co->clone->name, rc);
-    }
-    clone_done(co, NULL);
+    clone_done(opaque, err);
 }
 
-static void serial_closed(SfdLineIO *io, gpointer opaque)
-{
-    SerialCtx *sc = opaque;
-    CloneOp *co = sc->co;
-
-    sfd_lineio_free(io);
-    g_free(sc);
-    if (co) {
-        /* The console went away before the guest answered. */
-        co->serial = NULL;
-        clone_done(co, "serial console closed before the guest answered");
-    }
-}
-
-static gboolean serial_timeout(gpointer data)
-{
-    CloneOp *co = data;
-
-    co->timer = 0;
-    clone_done(co, "the guest did not answer on its serial console");
-    return G_SOURCE_REMOVE;
-}
-
-/* The busybox guest takes its address only at boot, which a clone does
- * not redo: tell it through the serial shell.  (The guest agent will
- * do this in a later issue.) */
-static void clone_configure_guest(CloneOp *co)
-{
-    SfdVm *c = co->clone;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int fd;
-
-    g_strlcpy(sa.sun_path, c->serial_path, sizeof(sa.sun_path));
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        g_autofree char *m =
-            g_strdup_printf("serial %s: %s", c->serial_path, g_strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        clone_done(co, m);
-        return;
-    }
-    co->serial = g_new0(SerialCtx, 1);
-    co->serial->co = co;
-    co->serial->io = sfd_lineio_new(fd, 65536, 65536, serial_line,
-                                    serial_closed, co->serial);
-    /* The marker is split in the typed line so that the tty's echo of
-     * the command never matches, only the printed result. */
-    g_autofree char *cmd = g_strdup_printf(
-        "(ip addr flush dev eth0 && ip link set eth0 address %s && "
-        "ip link set eth0 up && ip addr add %s/%d dev eth0); "
-        "echo \"@@SF\"\"NET $?@@\"\n",
-        c->mac, c->ip, c->family->prefix);
-    sfd_lineio_write(co->serial->io, cmd, strlen(cmd));
-    co->timer = g_timeout_add_seconds(SFD_SERIAL_TIMEOUT_S, serial_timeout, co);
-}
-
-static void clone_identity_done(SfdVm *c, const char *err, gpointer opaque)
-{
-    CloneOp *co = opaque;
-
-    if (!err) {
-        c->net_configured = c->family != NULL;
-        clone_done(co, NULL);
-        return;
-    }
-    if (co->fork->guest) {
-        /* Its program waits for this answer: without it the clone is
-         * of no use. */
-        g_autofree char *m = g_strdup_printf("identity: %s", err);
-        clone_done(co, m);
-        return;
-    }
-    g_warning("%s: identity through the guest agent failed (%s); "
-              "configuring it through its serial console",
-              c->name, err);
-    if (c->family) {
-        clone_configure_guest(co);
-    } else {
-        clone_done(co, NULL);
-    }
-}
-
-static void clone_agent_info(SfdQmp *q, JsonNode *ret, const char *err,
-                             gpointer opaque)
-{
-    CloneOp *co = opaque;
-    SfdVm *c = co->clone;
-    JsonObject *o = !err && ret && JSON_NODE_HOLDS_OBJECT(ret)
-                        ? json_node_get_object(ret)
-                        : NULL;
-
-    if (o && json_object_get_boolean_member_with_default(o, "present", FALSE) &&
-        json_object_get_boolean_member_with_default(o, "guest-connected",
-                                                    FALSE)) {
-        sfd_agent_send_identity(c, 0, 0, c->guest_id, co->fork->generation,
-                                clone_identity_done, co);
-        return;
-    }
-    /* No agent in the guest: the serial console is the fallback. */
-    if (c->family) {
-        clone_configure_guest(co);
-    } else {
-        clone_done(co, NULL);
-    }
-}
-
-/* Tell the clone who it is: through its guest agent (answering the
- * guest's request for a guest fork), else through its serial console. */
 static void clone_identify(CloneOp *co)
 {
-    SfdVm *c = co->clone;
-    SfdForkGuest *g = co->fork->guest;
+    ForkOp *op = co->fork;
 
-    if (g) {
-        sfd_agent_send_identity(c, g->request, g->ticket, c->guest_id,
-                                co->fork->generation, clone_identity_done, co);
-        return;
-    }
-    sfd_qmp_cmd(c->qmp, "query-sf-agent", NULL, clone_agent_info, co);
+    sfd_identity_tell(co->clone, op->r.request, op->r.ticket, op->generation,
+                      clone_told, co);
 }
 
 static void clone_mac(SfdQmp *q, JsonNode *ret, const char *err,
@@ -383,7 +184,7 @@ static void clone_mac(SfdQmp *q, JsonNode *ret, const char *err,
     }
     g_free(c->mac);
     c->mac = g_strdup(json_node_get_string(ret));
-    sfd_state_save_vm(c);
+    sfd_record_save(c);
     clone_identify(co);
 }
 
@@ -415,7 +216,6 @@ static void clone_start_hook_done(gboolean ok, const char *msg, gpointer opaque)
     SfdVm *c = co->clone;
     g_autoptr(GPtrArray) argv = NULL;
     g_autofree char *err = NULL;
-    g_autofree char *id = NULL;
 
     if (!ok) {
         g_autofree char *m = g_strdup_printf("start hook: %s", msg);
@@ -423,25 +223,14 @@ static void clone_start_hook_done(gboolean ok, const char *msg, gpointer opaque)
         return;
     }
     argv = sfd_vm_argv(c, op->parent->machine);
-    id = g_strdup_printf("%d", c->qemu_clone_id);
-    for (char **a = op->clone_args; *a; a++) {
-        g_autofree char *x = g_strdup(*a);
-        char *at = strstr(x, "@CLONE_ID@");
-        if (at) {
-            *at = '\0';
-            /* The family decides the clone's MAC, not QEMU's default. */
-            g_ptr_array_add(argv, g_strconcat(x, id, at + 10,
-                                              c->family ? ",mac=" : "",
-                                              c->family ? c->mac : "", NULL));
-        } else {
-            g_ptr_array_add(argv, g_strdup(*a));
-        }
-    }
+    /* The family decides the clone's MAC, not QEMU's default. */
+    sfd_forkdir_clone_argv(op->fd, c->qemu_clone_id, c->family ? c->mac : NULL,
+                           argv);
     if (sfd_vm_spawn(c, argv, &err) < 0) {
         clone_done(co, err);
         return;
     }
-    sfd_state_save_vm(c);
+    sfd_record_save(c);
     sfd_vm_attach(c, clone_attached, co);
 }
 
@@ -463,55 +252,40 @@ static void clone_launch(ForkOp *op, SfdVm *c)
         g_free(c->mac);
         c->mac = sfd_net_clone_mac(c->family, c->clone_id);
     }
-    sfd_state_save_vm(c);
+    sfd_record_save(c);
     sfd_hook_run("clone", c->name, "start", "begin", op->d,
                  clone_start_hook_done, co);
 }
 
 /* The fork exists (vm-fork answered, or a checkpoint's): launch. */
-static void fork_launch_all(ForkOp *op, int first_qemu_id, const char *fork_dir)
+static void fork_launch_all(ForkOp *op, int first_qemu_id)
 {
-    guint64 server_st = sfd_proc_starttime(op->server_pid);
-
+    op->generation = op->fd->generation;
     op->pending = op->clones->len;
     for (guint i = 0; i < op->clones->len; i++) {
         SfdVm *c = op->clones->pdata[i];
         c->qemu_clone_id = first_qemu_id + i;
         c->guest_id = i + 1;
-        c->fork_id = op->fork_id;
-        c->server_pid = op->server_pid;
-        c->server_starttime = server_st;
-        c->fork_dir = g_strdup(fork_dir);
+        sfd_forkdir_attach_clone(op->fd, c);
     }
-    if (op->guest && op->guest->forked) {
-        op->guest->forked(op->parent, op->clones, op->generation, NULL, NULL,
-                          op->opaque);
+    if (op->r.forked) {
+        op->r.forked(op->parent, op->clones, op->generation, op->opaque);
     }
     for (guint i = 0; i < op->clones->len; i++) {
         clone_launch(op, op->clones->pdata[i]);
     }
 }
 
-static void fork_forked(SfdQmp *q, JsonNode *ret, const char *err,
-                        gpointer opaque)
+static void fork_forked(SfdForkDir *fd, const char *err, gpointer opaque)
 {
     ForkOp *op = opaque;
-    JsonObject *o;
 
-    if (err || !ret || !JSON_NODE_HOLDS_OBJECT(ret)) {
-        g_autofree char *m =
-            g_strdup_printf("vm-fork: %s", err ? err : "bad answer");
-        fork_abort(op, "Failed", m);
+    if (!fd) {
+        fork_abort(op, "Failed", err);
         return;
     }
-    o = json_node_get_object(ret);
-    sfd_fork_answer_parse(o, &op->fork_id, &op->server_pid, &op->clone_args);
-    op->pause_us = json_object_get_int_member_with_default(o, "pause-us", 0);
-    g_message("%s: fork %" G_GUINT64_FORMAT
-              ": %u clones, paused %" G_GINT64_FORMAT " us, page server %d",
-              op->parent->name, op->fork_id, op->clones->len, op->pause_us,
-              op->server_pid);
-    fork_launch_all(op, 1, op->dir);
+    op->fd = fd;
+    fork_launch_all(op, 1);
 }
 
 static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
@@ -537,129 +311,108 @@ static void fork_prepare_next(gboolean ok, const char *msg, gpointer opaque)
         fork_abort(op, "InvalidState", "the parent stopped");
         return;
     }
-    if (op->guest && op->guest->clone_args) {
-        /* From a checkpoint: its fork exists, its page server serves. */
-        SfdForkGuest *g = op->guest;
-        op->fork_id = g->fork_id;
-        op->server_pid = g->server_pid;
-        op->clone_args = g_strdupv(g->clone_args);
-        op->generation = g->generation;
-        g_message("%s: %u clones from checkpoint fork %" G_GUINT64_FORMAT
+    if (op->r.from) {
+        /* A checkpoint's fork exists, its page server serves. */
+        g_message("%s: %u clones from fork %" G_GUINT64_FORMAT
                   ", clone ids from %d",
-                  op->parent->name, op->clones->len, op->fork_id,
-                  g->first_qemu_id);
-        fork_launch_all(op, g->first_qemu_id, g->dir);
+                  op->parent->name, op->clones->len, op->r.from->fork_id,
+                  op->r.first_qemu_id);
+        op->fd = sfd_forkdir_hold(op->r.from);
+        fork_launch_all(op, op->r.first_qemu_id);
         return;
     }
-    g_autofree char *tmpl =
-        g_strdup_printf("%s/%s.fXXXXXX", sfd->run_dir, op->parent->name);
-    if (!g_mkdtemp(tmpl)) {
-        g_autofree char *m = g_strdup_printf("%s: %s", tmpl, g_strerror(errno));
-        fork_abort(op, "Failed", m);
-        return;
-    }
-    op->dir = g_steal_pointer(&tmpl);
-    JsonObject *args = json_object_new();
-    json_object_set_int_member(args, "clones", op->clones->len);
-    json_object_set_boolean_member(args, "launch", FALSE);
-    json_object_set_string_member(args, "dir", op->dir);
-    op->generation = ++op->parent->forks;
-    sfd_state_save_vm(op->parent);
-    sfd_qmp_cmd(op->parent->qmp, "vm-fork", args, fork_forked, op);
+    sfd_forkdir_fork(op->parent, 'f', op->clones->len, 0, fork_forked, op);
 }
 
-void sfd_fork(SfdVm *parent, int count, const char *origin, SfdForkDone done,
+/* Reserve m clone names <domain>-<id>, the lowest free ids: NULL, or
+ * why (and the error class) none could be had. */
+static char *reserve_clones(ForkOp *op, int m, const char **cls)
+{
+    /* The clone's address .(1+id) must stay below the broadcast. */
+    int max_id = op->parent->family
+                     ? (1 << (32 - op->parent->family->prefix)) - 3
+                     : 64 * 1024;
+    int id = 0;
+
+    while ((int)op->clones->len < m) {
+        g_autofree char *name = NULL;
+        g_autofree char *err = NULL;
+        SfdVm *c;
+
+        do {
+            g_free(name);
+            name = g_strdup_printf("%s-%d", op->d->name, ++id);
+        } while (id <= max_id && sfd_vm_lookup(name));
+        if (id > max_id) {
+            break;
+        }
+        c = sfd_vm_new(name, op->d->name);
+        c->clone_id = id;
+        c->state = SFD_VM_STARTING;
+        if (!sfd_vm_set_paths(c, &err)) {
+            sfd_vm_unref(c);
+            *cls = "Failed";
+            return g_steal_pointer(&err);
+        }
+        sfd_vm_add(c);
+        g_ptr_array_add(op->clones, c); /* the op's reference */
+    }
+    if (op->clones->len == 0) {
+        *cls = "QuotaExceeded";
+        return g_strdup("no free clone address left on the family network");
+    }
+    return NULL;
+}
+
+void sfd_fork(SfdVm *parent, const SfdForkRequest *r, SfdForkDone done,
               gpointer opaque)
 {
-    sfd_fork_ex(parent, count, origin, NULL, done, opaque);
-}
-
-void sfd_fork_ex(SfdVm *parent, int count, const char *origin,
-                 const SfdForkGuest *guest, SfdForkDone done, gpointer opaque)
-{
     SfdDomain *d = g_hash_table_lookup(sfd->domains, parent->domain);
-    int vm_left, host_left, m, id = 0;
-    guint32 max_id = 64 * 1024;
+    g_autofree char *why = NULL;
+    const char *cls = NULL;
     ForkOp *op;
+    int m;
 
     if (parent->clone_id) {
         done(NULL, "InvalidState",
-             "forking a clone is not supported; fork "
-             "its domain",
-             opaque);
+             "forking a clone is not supported; fork its domain", opaque);
         return;
     }
     if (parent->state != SFD_VM_RUNNING || !parent->qmp || !d) {
         done(NULL, "InvalidState", "the VM is not running", opaque);
         return;
     }
-    if (count < 1 || count > 64) {
-        done(NULL, "InvalidArgument", "count must be 1..64", opaque);
+    if (r->count < 1 || r->count > SFD_MAX_FORK_CLONES) {
+        g_autofree char *m =
+            g_strdup_printf("count must be 1..%d", SFD_MAX_FORK_CLONES);
+        done(NULL, "InvalidArgument", m, opaque);
         return;
     }
     if (sfd_domain_has_writable_disk(d)) {
         done(NULL, "InvalidState",
-             "the domain has a writable disk: "
-             "clones would share it; mark it <readonly/>",
+             "the domain has a writable disk: clones would share it; mark "
+             "it <readonly/>",
              opaque);
         return;
     }
-    vm_left = d->max_clones - sfd_clones_alive(d->name);
-    host_left = sfd->max_clones - sfd_clones_alive(NULL);
-    m = MIN(count, MIN(vm_left, host_left));
-    if (m <= 0) {
-        g_autofree char *msg = g_strdup_printf(
-            "no clone granted: %s runs %d of its %d, the host %d of its %d",
-            d->name, sfd_clones_alive(d->name), d->max_clones,
-            sfd_clones_alive(NULL), sfd->max_clones);
-        done(NULL, "QuotaExceeded", msg, opaque);
+    if ((m = sfd_fork_grant(d, r->count, &why)) <= 0) {
+        done(NULL, "QuotaExceeded", why, opaque);
         return;
-    }
-    if (parent->family) {
-        /* The clone's address .(1+id) must stay below the broadcast. */
-        max_id = (1u << (32 - parent->family->prefix)) - 3;
     }
     op = g_new0(ForkOp, 1);
     op->parent = sfd_vm_ref(parent);
     op->d = d;
-    op->requested = count;
-    op->origin = g_strdup(origin);
+    op->r = *r;
+    op->origin = g_strdup(r->origin);
+    op->r.origin = op->origin;
     op->clones = g_ptr_array_new();
-    if (guest) {
-        op->guest = g_memdup2(guest, sizeof(*guest));
-        op->guest->dir = g_strdup(guest->dir);
-        op->guest->clone_args = g_strdupv(guest->clone_args);
-    }
     op->done = done;
     op->opaque = opaque;
-    while ((int)op->clones->len < m) {
-        do {
-            id++;
-        } while (id <= (int)max_id && clone_id_used(d->name, id));
-        if (id > (int)max_id) {
-            break;
-        }
-        g_autofree char *name = g_strdup_printf("%s-%d", d->name, id);
-        g_autofree char *err = NULL;
-        SfdVm *c = sfd_vm_new(name, d->name);
-        c->clone_id = id;
-        c->state = SFD_VM_STARTING;
-        if (!sfd_vm_set_paths(c, &err)) {
-            sfd_vm_unref(c);
-            op->hook_i = 0;
-            fork_abort(op, "Failed", err);
-            return;
-        }
-        g_hash_table_insert(sfd->vms, c->name, c);
-        g_ptr_array_add(op->clones, sfd_vm_ref(c));
-    }
-    if (op->clones->len == 0) {
-        fork_abort(op, "QuotaExceeded",
-                   "no free clone address left on the "
-                   "family network");
+    if ((why = reserve_clones(op, m, &cls))) {
+        fork_abort(op, cls, why);
         return;
     }
-    g_info("%s: fork of %d requested by %s, %u granted", d->name, count, origin,
-           op->clones->len);
+    g_info("%s: fork of %d requested by %s, %u granted", d->name, r->count,
+           r->origin, op->clones->len);
     fork_prepare_next(TRUE, NULL, op);
 }

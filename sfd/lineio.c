@@ -18,8 +18,11 @@ struct SfdLineIO {
     GString *out;
     gboolean discarding; /* inside an overlong line */
     gboolean closed;
-    guint in_watch, out_watch, close_idle;
+    gboolean eof;           /* the peer sends no more */
+    gboolean close_flushed; /* close once out is empty */
+    guint in_watch, out_watch, hup_watch, close_idle;
     SfdLineFunc on_line;
+    SfdLineEofFunc on_eof;
     SfdLineClosedFunc on_closed;
     gpointer opaque;
 };
@@ -47,7 +50,28 @@ void sfd_lineio_close(SfdLineIO *io)
         g_source_remove(io->out_watch);
         io->out_watch = 0;
     }
+    if (io->hup_watch) {
+        g_source_remove(io->hup_watch);
+        io->hup_watch = 0;
+    }
     io->close_idle = g_idle_add(lineio_closed_idle, io);
+}
+
+void sfd_lineio_close_flushed(SfdLineIO *io)
+{
+    if (io->closed) {
+        return;
+    }
+    if (io->in_watch) {
+        g_source_remove(io->in_watch);
+        io->in_watch = 0;
+    }
+    if (io->out->len == 0) {
+        sfd_lineio_close(io);
+        return;
+    }
+    /* lineio_writable() closes once the queue is empty. */
+    io->close_flushed = TRUE;
 }
 
 /* Hand complete lines to the owner.  The owner may close the io from its
@@ -83,6 +107,35 @@ static void lineio_dispatch(SfdLineIO *io)
     }
 }
 
+/* The peer closed for good (both ways) after its end of input. */
+static gboolean lineio_hup(int fd, GIOCondition cond, gpointer data)
+{
+    SfdLineIO *io = data;
+
+    io->hup_watch = 0;
+    sfd_lineio_close(io);
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * End of input: a last line without its '\n' still counts, then the
+ * owner is told.  From here only a hang-up (the peer closed its reading
+ * side too) or a failed write closes the io, unless the owner does.
+ */
+static void lineio_input_ended(SfdLineIO *io)
+{
+    io->eof = TRUE;
+    if (io->in->len && !io->discarding) {
+        g_string_append_c(io->in, '\n');
+        lineio_dispatch(io);
+    }
+    if (io->closed) {
+        return;
+    }
+    io->hup_watch = g_unix_fd_add(io->fd, G_IO_HUP | G_IO_ERR, lineio_hup, io);
+    io->on_eof(io, io->opaque);
+}
+
 static gboolean lineio_readable(int fd, GIOCondition cond, gpointer data)
 {
     SfdLineIO *io = data;
@@ -106,7 +159,11 @@ static gboolean lineio_readable(int fd, GIOCondition cond, gpointer data)
             return G_SOURCE_CONTINUE;
         }
         io->in_watch = 0; /* EOF or error: this source ends */
-        sfd_lineio_close(io);
+        if (n == 0 && io->on_eof) {
+            lineio_input_ended(io);
+        } else {
+            sfd_lineio_close(io);
+        }
         return G_SOURCE_REMOVE;
     }
 }
@@ -141,6 +198,9 @@ static gboolean lineio_writable(int fd, GIOCondition cond, gpointer data)
     }
     if (io->out->len == 0) {
         io->out_watch = 0;
+        if (io->close_flushed) {
+            sfd_lineio_close(io);
+        }
         return G_SOURCE_REMOVE;
     }
     return G_SOURCE_CONTINUE;
@@ -167,8 +227,8 @@ int sfd_lineio_write(SfdLineIO *io, const char *data, gsize len)
 }
 
 SfdLineIO *sfd_lineio_new(int fd, gsize max_line, gsize max_out,
-                          SfdLineFunc on_line, SfdLineClosedFunc on_closed,
-                          gpointer opaque)
+                          SfdLineFunc on_line, SfdLineEofFunc on_eof,
+                          SfdLineClosedFunc on_closed, gpointer opaque)
 {
     SfdLineIO *io = g_new0(SfdLineIO, 1);
 
@@ -179,6 +239,7 @@ SfdLineIO *sfd_lineio_new(int fd, gsize max_line, gsize max_out,
     io->in = g_string_new(NULL);
     io->out = g_string_new(NULL);
     io->on_line = on_line;
+    io->on_eof = on_eof;
     io->on_closed = on_closed;
     io->opaque = opaque;
     io->in_watch =
@@ -201,6 +262,9 @@ void sfd_lineio_free(SfdLineIO *io)
     }
     if (io->out_watch) {
         g_source_remove(io->out_watch);
+    }
+    if (io->hup_watch) {
+        g_source_remove(io->hup_watch);
     }
     if (io->close_idle) {
         g_source_remove(io->close_idle);

@@ -10,6 +10,12 @@
  * flushed when the fd is writable; a peer that lets more than max_out
  * bytes pile up is closed.
  *
+ * End of input: an owner that gives on_eof is told when the peer has
+ * shut down its sending side (a last line without '\n' is handed over
+ * first); output still flows, and the owner closes when it has said all
+ * it has to say (sfd_lineio_close_flushed()).  Without on_eof, end of
+ * input closes the io.
+ *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -27,14 +33,19 @@ typedef void (*SfdLineFunc)(SfdLineIO *io, const char *line, gsize len,
  * Called once; the owner frees the SfdLineIO (not from inside a
  * SfdLineFunc: use sfd_lineio_close() there). */
 typedef void (*SfdLineClosedFunc)(SfdLineIO *io, gpointer opaque);
+/* The peer will send nothing more (it may still read). */
+typedef void (*SfdLineEofFunc)(SfdLineIO *io, gpointer opaque);
 
+/* on_eof may be NULL: end of input then closes the io. */
 SfdLineIO *sfd_lineio_new(int fd, gsize max_line, gsize max_out,
-                          SfdLineFunc on_line, SfdLineClosedFunc on_closed,
-                          gpointer opaque);
+                          SfdLineFunc on_line, SfdLineEofFunc on_eof,
+                          SfdLineClosedFunc on_closed, gpointer opaque);
 /* Queue data (a line should end with '\n').  0 or -errno. */
 int sfd_lineio_write(SfdLineIO *io, const char *data, gsize len);
 /* Stop reading and report closed from an idle callback. */
 void sfd_lineio_close(SfdLineIO *io);
+/* Stop reading, write out what is queued, then close as above. */
+void sfd_lineio_close_flushed(SfdLineIO *io);
 int sfd_lineio_fd(SfdLineIO *io);
 /* Closes the fd; safe on NULL. */
 void sfd_lineio_free(SfdLineIO *io);

@@ -1,5 +1,6 @@
 /*
- * sfd: the snowflock host daemon (see sfd.h for the parts).
+ * sfd: the snowflock host daemon (see sfd.h for the parts): options,
+ * logging, wiring the parts together, and the main loop.
  *
  *   sfd [--socket PATH] [--state-dir DIR] [--hooks-dir DIR] [--qemu PATH]
  *       [--max-clones N] [--hook-timeout S] [--verbose]
@@ -25,8 +26,11 @@
 #include <glib-unix.h>
 
 #include "sfd.h"
+#include "commands.h"
+#include "lifecycle.h"
+#include "proto.h"
+#include "store.h"
 
-Sfd *sfd;
 static gboolean verbose;
 
 static GLogWriterOutput log_writer(GLogLevelFlags level,
@@ -127,6 +131,7 @@ int main(int argc, char **argv)
     };
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- the snowflock host daemon");
+    SfdServer *server;
     int lockfd;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -142,7 +147,7 @@ int main(int argc, char **argv)
     g_log_set_writer_func(log_writer, NULL, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    sfd = g_new0(Sfd, 1);
+    sfd = sfd_config_new();
     sfd->socket_path =
         g_strdup(socket_path ? socket_path : "/run/snowflock/sfd.sock");
     sfd->state_dir = g_strdup(state_dir ? state_dir : "/var/lib/snowflock");
@@ -155,10 +160,6 @@ int main(int argc, char **argv)
     /* Names this instance's interfaces: two sfds with different state
      * directories never touch each other's bridges. */
     sfd->tag = g_strdup_printf("%04x", g_str_hash(sfd->state_dir) & 0xffff);
-    sfd->domains = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                         (GDestroyNotify)sfd_domain_free);
-    sfd->vms = g_hash_table_new(g_str_hash, g_str_equal);
-    sfd->families = g_hash_table_new(g_str_hash, g_str_equal);
     sfd->loop = g_main_loop_new(NULL, FALSE);
 
     sockdir = g_path_get_dirname(sfd->socket_path);
@@ -182,10 +183,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    sfd_state_load_domains();
-    sfd_vm_adopt_all();
-    sfd->server = sfd_server_new(sfd->socket_path, 0660, &err);
-    if (!sfd->server) {
+    sfd_lifecycle_init();
+    sfd_store_load_domains();
+    sfd_lifecycle_adopt_all();
+    server = sfd_server_new(sfd->socket_path, 0660, sfd_commands, &err);
+    if (!server) {
         g_critical("%s", err);
         return 1;
     }
@@ -199,7 +201,7 @@ int main(int argc, char **argv)
     sd_notify("READY=1");
     g_main_loop_run(sfd->loop);
 
-    sfd_server_free(sfd->server);
+    sfd_server_free(server);
     close(lockfd);
     return 0;
 }

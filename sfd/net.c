@@ -27,6 +27,8 @@
 #include <string.h>
 
 #include "sfd.h"
+#include "net.h"
+#include "store.h"
 
 static gboolean run_ip(char **err, const char *first, ...)
 {
@@ -86,8 +88,8 @@ static gboolean index_used(int index)
     return FALSE;
 }
 
-SfdFamily *sfd_family_adopt(const char *domain, int index, const char *bridge,
-                            guint32 net, int prefix)
+static SfdFamily *family_adopt(const char *domain, int index,
+                               const char *bridge, guint32 net, int prefix)
 {
     SfdFamily *f = g_hash_table_lookup(sfd->families, domain);
 
@@ -132,11 +134,11 @@ SfdFamily *sfd_family_get(SfdDomain *d, char **err)
         return NULL;
     }
     g_info("family %s: bridge %s", d->name, bridge);
-    return sfd_family_adopt(d->name, index, bridge,
-                            d->has_network
-                                ? d->net_addr
-                                : (10u << 24 | 77u << 16 | (guint32)index << 8),
-                            d->has_network ? d->net_prefix : 24);
+    return family_adopt(d->name, index, bridge,
+                        d->has_network
+                            ? d->net_addr
+                            : (10u << 24 | 77u << 16 | (guint32)index << 8),
+                        d->has_network ? d->net_prefix : 24);
 }
 
 char *sfd_net_tap_add(SfdFamily *f, int member, char **err)
@@ -262,3 +264,82 @@ void sfd_net_sweep(void)
         }
     }
 }
+
+void sfd_family_put_empty(void)
+{
+    GHashTableIter it;
+    gpointer v;
+    GList *empty = NULL;
+
+    g_hash_table_iter_init(&it, sfd->families);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        if (((SfdFamily *)v)->members <= 0) {
+            empty = g_list_prepend(empty, v);
+        }
+    }
+    for (GList *l = empty; l; l = l->next) {
+        sfd_family_put(l->data);
+    }
+    g_list_free(empty);
+}
+
+void sfd_net_release(SfdVm *vm)
+{
+    if (vm->family) {
+        sfd_net_tap_del(vm->family, vm->tap);
+        sfd_family_put(vm->family);
+        vm->family = NULL;
+    }
+}
+
+static void net_record_save(SfdVm *vm, JsonBuilder *b)
+{
+    char net[INET_ADDRSTRLEN];
+    struct in_addr in;
+
+    if (!vm->family) {
+        return;
+    }
+    in.s_addr = htonl(vm->family->net);
+    inet_ntop(AF_INET, &in, net, sizeof(net));
+    json_builder_set_member_name(b, "family");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "index");
+    json_builder_add_int_value(b, vm->family->index);
+    json_builder_set_member_name(b, "bridge");
+    json_builder_add_string_value(b, vm->family->bridge);
+    json_builder_set_member_name(b, "net");
+    json_builder_add_string_value(b, net);
+    json_builder_set_member_name(b, "prefix");
+    json_builder_add_int_value(b, vm->family->prefix);
+    json_builder_end_object(b);
+}
+
+static void net_record_load(SfdVm *vm, JsonObject *o)
+{
+    JsonNode *fn = json_object_get_member(o, "family");
+    JsonObject *f;
+    struct in_addr in = { 0 };
+
+    if (!fn || !JSON_NODE_HOLDS_OBJECT(fn)) {
+        return;
+    }
+    f = json_node_get_object(fn);
+    inet_pton(AF_INET,
+              json_object_get_string_member_with_default(f, "net", "0.0.0.0"),
+              &in);
+    vm->family = family_adopt(
+        vm->domain, json_object_get_int_member_with_default(f, "index", 0),
+        json_object_get_string_member_with_default(f, "bridge", ""),
+        ntohl(in.s_addr),
+        json_object_get_int_member_with_default(f, "prefix", 24));
+    if (vm->tap) {
+        vm->family->members++;
+    }
+}
+
+const SfdRecordSection sfd_net_record = {
+    .name = "family",
+    .save = net_record_save,
+    .load = net_record_load,
+};

@@ -1,19 +1,18 @@
 /*
- * sfd: the protocol server.  One JSON object per line each way, shaped
- * like QMP:
- *
- *   <- {"SFD": {"version": {"protocol": 1, "sfd": "0.1.0"}, "commands": [...]}}
- *   -> {"execute": "fork", "arguments": {"vm": "web", "count": 4}, "id": 7}
- *   <- {"return": {...}, "id": 7}
- *   <- {"error": {"class": "InvalidArgument", "desc": "..."}, "id": 7}
- *   <- {"event": "CLONE_EXITED", "data": {...}, "timestamp": {...}}
+ * sfd: the protocol server (see proto.h).
  *
  * Every bad line gets one error line and the connection stays usable:
  * a line over SFD_MAX_LINE bytes (its rest is discarded up to the next
- * newline), malformed JSON, a non-object, a missing or unknown command,
- * a missing, unknown or mistyped argument.  Commands may answer later
+ * newline), a line that is not JSON text (a NUL byte included),
+ * malformed JSON, a non-object, a missing or unknown command, a
+ * missing, unknown or mistyped argument.  Commands may answer later
  * (fork, start); answers carry the request's id, so a client may have
  * several requests in flight.
+ *
+ * End of input only means "no more requests": every request already
+ * read is still answered, and a subscribed client still gets its
+ * events; the connection is closed once nothing is owed (`echo ... |
+ * socat` shuts down its sending side right after the request).
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -27,6 +26,7 @@
 #include <glib-unix.h>
 
 #include "sfd.h"
+#include "proto.h"
 #include "lineio.h"
 
 #define SFD_MAX_LINE    (4 * 1024 * 1024)
@@ -37,8 +37,11 @@ typedef struct SfdClient {
     int refs;
     gboolean gone;
     SfdLineIO *io;
-    GStrv events; /* subscribed events; {"*"} for all */
+    GStrv events; /* subscribed events; NULL for all */
     gboolean subscribed;
+    int events_left;      /* subscribed: events until it ends, -1: no end */
+    gboolean input_ended; /* the client sends no more requests */
+    guint pending;        /* requests read and not answered yet */
 } SfdClient;
 
 struct SfdRequest {
@@ -51,6 +54,7 @@ struct SfdServer {
     int fd;
     guint watch;
     char *path;
+    const SfdCommand *commands;
     GList *clients;
 };
 
@@ -103,9 +107,21 @@ static void send_error(SfdClient *c, const char *cls, const char *desc,
     send_node(c, n);
 }
 
+/* Close a client whose input ended once it is owed nothing more. */
+static void client_maybe_finish(SfdClient *c)
+{
+    if (!c->gone && c->input_ended && c->pending == 0 && !c->subscribed) {
+        sfd_lineio_close_flushed(c->io);
+    }
+}
+
 static void request_free(SfdRequest *req)
 {
-    client_unref(req->client);
+    SfdClient *c = req->client;
+
+    c->pending--;
+    client_maybe_finish(c);
+    client_unref(c);
     if (req->id) {
         json_node_unref(req->id);
     }
@@ -143,13 +159,14 @@ void sfd_request_error(SfdRequest *req, const char *cls, const char *fmt, ...)
     request_free(req);
 }
 
-void sfd_request_subscribe(SfdRequest *req, GStrv events)
+void sfd_request_subscribe(SfdRequest *req, GStrv events, int count)
 {
     SfdClient *c = req->client;
 
     g_strfreev(c->events);
     c->events = events && events[0] ? g_strdupv(events) : NULL;
     c->subscribed = TRUE;
+    c->events_left = count > 0 ? count : -1;
 }
 
 void sfd_event(const char *name, JsonNode *data)
@@ -178,11 +195,15 @@ void sfd_event(const char *name, JsonNode *data)
             (!c->events ||
              g_strv_contains((const char *const *)c->events, name))) {
             send_node(c, n);
+            if (c->events_left > 0 && --c->events_left == 0) {
+                c->subscribed = FALSE; /* it asked for that many */
+                client_maybe_finish(c);
+            }
         }
     }
 }
 
-static const char *type_name(SfdArgType t)
+const char *sfd_arg_type_name(SfdArgType t)
 {
     switch (t) {
     case SFD_ARG_STRING:
@@ -243,29 +264,106 @@ char *sfd_args_check(const SfdArgSpec *spec, JsonObject *args)
         }
         if (!node_has_type(json_object_get_member(args, l->data), s->type)) {
             return g_strdup_printf("argument '%s' must be %s", s->name,
-                                   type_name(s->type));
+                                   sfd_arg_type_name(s->type));
         }
     }
     for (const SfdArgSpec *s = spec; s->name; s++) {
         if (s->required && !json_object_has_member(args, s->name)) {
             return g_strdup_printf("missing argument '%s' (%s)", s->name,
-                                   type_name(s->type));
+                                   sfd_arg_type_name(s->type));
         }
     }
     return NULL;
+}
+
+gboolean sfd_request_decode(const SfdCommand *commands, const char *line,
+                            gsize len, const SfdCommand **cmd_out,
+                            JsonObject **args_out, JsonNode **id_out,
+                            char **cls, char **err)
+{
+    g_autoptr(JsonParser) parser = NULL;
+    g_autoptr(GError) e = NULL;
+    g_autoptr(GList) names = NULL;
+    const SfdCommand *cmd;
+    JsonObject *o;
+    JsonNode *root, *id, *exec, *argn;
+    g_autofree char *bad = NULL;
+
+    *id_out = NULL;
+#define FAIL(c, ...)                                                           \
+    do {                                                                       \
+        *cls = g_strdup(c);                                                    \
+        *err = g_strdup_printf(__VA_ARGS__);                                   \
+        return FALSE;                                                          \
+    } while (0)
+    /* json-glib stops at a NUL: the line would be judged by its start. */
+    if (memchr(line, '\0', len)) {
+        FAIL("ParseError", "malformed JSON: the line holds a NUL byte");
+    }
+    if (!g_utf8_validate(line, len, NULL)) {
+        FAIL("ParseError", "malformed JSON: the line is not UTF-8");
+    }
+    parser = json_parser_new_immutable();
+    if (!json_parser_load_from_data(parser, line, len, &e)) {
+        FAIL("ParseError", "malformed JSON: %s", e->message);
+    }
+    root = json_parser_get_root(parser);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        FAIL("InvalidRequest", "a request must be a JSON object");
+    }
+    o = json_node_get_object(root);
+    id = json_object_get_member(o, "id");
+    if (id) {
+        *id_out = json_node_copy(id);
+    }
+    names = json_object_get_members(o);
+    for (GList *l = names; l; l = l->next) {
+        if (strcmp(l->data, "execute") && strcmp(l->data, "arguments") &&
+            strcmp(l->data, "id")) {
+            FAIL("InvalidRequest",
+                 "unknown member '%s' in request (expected execute, "
+                 "arguments, id)",
+                 (char *)l->data);
+        }
+    }
+    exec = json_object_get_member(o, "execute");
+    if (!exec || !JSON_NODE_HOLDS_VALUE(exec) ||
+        json_node_get_value_type(exec) != G_TYPE_STRING) {
+        FAIL("InvalidRequest", "'execute' must be present and a string");
+    }
+    for (cmd = commands; cmd->name; cmd++) {
+        if (!strcmp(cmd->name, json_node_get_string(exec))) {
+            break;
+        }
+    }
+    if (!cmd->name) {
+        FAIL("CommandNotFound", "unknown command '%s' (try 'help')",
+             json_node_get_string(exec));
+    }
+    argn = json_object_get_member(o, "arguments");
+    if (argn && !JSON_NODE_HOLDS_OBJECT(argn)) {
+        FAIL("InvalidArgument", "'arguments' must be an object");
+    }
+    g_autoptr(JsonObject) args =
+        argn ? json_object_ref(json_node_get_object(argn)) : json_object_new();
+    if ((bad = sfd_args_check(cmd->args, args))) {
+        FAIL("InvalidArgument", "%s: %s", cmd->name, bad);
+    }
+#undef FAIL
+    *cmd_out = cmd;
+    *args_out = g_steal_pointer(&args);
+    return TRUE;
 }
 
 static void client_line(SfdLineIO *io, const char *line, gsize len,
                         gboolean overlong, gpointer opaque)
 {
     SfdClient *c = opaque;
-    g_autoptr(JsonParser) parser = NULL;
-    g_autoptr(GError) err = NULL;
-    JsonObject *o;
-    JsonNode *root, *id = NULL, *exec, *argn;
     const SfdCommand *cmd;
+    g_autoptr(JsonObject) args = NULL;
+    g_autoptr(JsonNode) id = NULL;
+    g_autofree char *cls = NULL, *err = NULL;
     SfdRequest *req;
-    g_autofree char *bad = NULL;
 
     if (overlong) {
         g_autofree char *m = g_strdup_printf("line longer than %d bytes: "
@@ -274,74 +372,36 @@ static void client_line(SfdLineIO *io, const char *line, gsize len,
         send_error(c, "LineTooLong", m, NULL);
         return;
     }
-    if (!*g_strstrip((char *)line)) {
-        return; /* blank line */
+    /* Blank lines are skipped (whitespace between objects, as QMP). */
+    gsize i;
+    for (i = 0; i < len && g_ascii_isspace(line[i]); i++) {
     }
-    parser = json_parser_new_immutable();
-    if (!json_parser_load_from_data(parser, line, -1, &err)) {
-        g_autofree char *m =
-            g_strdup_printf("malformed JSON: %s", err->message);
-        send_error(c, "ParseError", m, NULL);
+    if (i == len) {
         return;
     }
-    root = json_parser_get_root(parser);
-    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-        send_error(c, "InvalidRequest", "a request must be a JSON object",
-                   NULL);
-        return;
-    }
-    o = json_node_get_object(root);
-    id = json_object_get_member(o, "id");
-    {
-        g_autoptr(GList) names = json_object_get_members(o);
-        for (GList *l = names; l; l = l->next) {
-            if (strcmp(l->data, "execute") && strcmp(l->data, "arguments") &&
-                strcmp(l->data, "id")) {
-                bad = g_strdup_printf("unknown member '%s' in request "
-                                      "(expected execute, arguments, id)",
-                                      (char *)l->data);
-                send_error(c, "InvalidRequest", bad, id);
-                return;
-            }
-        }
-    }
-    exec = json_object_get_member(o, "execute");
-    if (!exec || !JSON_NODE_HOLDS_VALUE(exec) ||
-        json_node_get_value_type(exec) != G_TYPE_STRING) {
-        send_error(c, "InvalidRequest",
-                   "'execute' must be present and a string", id);
-        return;
-    }
-    for (cmd = sfd_commands; cmd->name; cmd++) {
-        if (!strcmp(cmd->name, json_node_get_string(exec))) {
-            break;
-        }
-    }
-    if (!cmd->name) {
-        bad = g_strdup_printf("unknown command '%s' (try 'help')",
-                              json_node_get_string(exec));
-        send_error(c, "CommandNotFound", bad, id);
-        return;
-    }
-    argn = json_object_get_member(o, "arguments");
-    if (argn && !JSON_NODE_HOLDS_OBJECT(argn)) {
-        send_error(c, "InvalidArgument", "'arguments' must be an object", id);
-        return;
-    }
-    g_autoptr(JsonObject) args =
-        argn ? json_object_ref(json_node_get_object(argn)) : json_object_new();
-    if ((bad = sfd_args_check(cmd->args, args))) {
-        g_autofree char *m = g_strdup_printf("%s: %s", cmd->name, bad);
-        send_error(c, "InvalidArgument", m, id);
+    if (!sfd_request_decode(server->commands, line, len, &cmd, &args, &id, &cls,
+                            &err)) {
+        send_error(c, cls, err, id);
         return;
     }
     req = g_new0(SfdRequest, 1);
     req->client = c;
     c->refs++;
-    req->id = id ? json_node_copy(id) : NULL;
+    c->pending++;
+    req->id = g_steal_pointer(&id);
     req->command = g_strdup(cmd->name);
     g_debug("request %s", cmd->name);
     cmd->fn(req, args);
+}
+
+static void client_eof(SfdLineIO *io, gpointer opaque)
+{
+    SfdClient *c = opaque;
+
+    g_debug("client's input ended (%u answers owed%s)", c->pending,
+            c->subscribed ? ", subscribed" : "");
+    c->input_ended = TRUE;
+    client_maybe_finish(c);
 }
 
 static void client_closed(SfdLineIO *io, gpointer opaque)
@@ -370,7 +430,7 @@ static void send_greeting(SfdClient *c)
     json_builder_end_object(b);
     json_builder_set_member_name(b, "commands");
     json_builder_begin_array(b);
-    for (const SfdCommand *cmd = sfd_commands; cmd->name; cmd++) {
+    for (const SfdCommand *cmd = server->commands; cmd->name; cmd++) {
         json_builder_add_string_value(b, cmd->name);
     }
     json_builder_end_array(b);
@@ -403,14 +463,15 @@ static gboolean server_accept(int fd, GIOCondition cond, gpointer data)
     c = g_new0(SfdClient, 1);
     c->refs = 1;
     c->io = sfd_lineio_new(cfd, SFD_MAX_LINE, SFD_MAX_OUT, client_line,
-                           client_closed, c);
+                           client_eof, client_closed, c);
     server->clients = g_list_prepend(server->clients, c);
     g_debug("client connected");
     send_greeting(c);
     return G_SOURCE_CONTINUE;
 }
 
-SfdServer *sfd_server_new(const char *path, int mode, char **err)
+SfdServer *sfd_server_new(const char *path, int mode,
+                          const SfdCommand *commands, char **err)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     int fd;
@@ -446,6 +507,7 @@ SfdServer *sfd_server_new(const char *path, int mode, char **err)
     server = g_new0(SfdServer, 1);
     server->fd = fd;
     server->path = g_strdup(path);
+    server->commands = commands;
     server->watch = g_unix_fd_add(fd, G_IO_IN, server_accept, server);
     return server;
 }

@@ -163,7 +163,7 @@ static gboolean qmp_try_connect(gpointer data)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         q->retry = 0;
-        q->io = sfd_lineio_new(fd, QMP_MAX_LINE, QMP_MAX_LINE, qmp_line,
+        q->io = sfd_lineio_new(fd, QMP_MAX_LINE, QMP_MAX_LINE, qmp_line, NULL,
                                qmp_closed, q);
         return G_SOURCE_REMOVE;
     }

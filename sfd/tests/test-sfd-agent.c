@@ -10,9 +10,8 @@
 #include <glib.h>
 
 #include "../sfd.h"
-#include "../agent.h"
-
-Sfd *sfd;
+#include "../bucket.h"
+#include "../tickets.h"
 
 #define S G_GINT64_CONSTANT(1000000)
 

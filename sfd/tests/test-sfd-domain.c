@@ -12,8 +12,6 @@
 
 #include "../sfd.h"
 
-Sfd *sfd;
-
 #define NS "xmlns:sf='urn:snowflock:domain:1'"
 #define OS                                                                     \
     "<os><kernel>/k</kernel><initrd>/i</initrd>"                               \

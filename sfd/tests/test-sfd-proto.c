@@ -13,9 +13,9 @@
 #include <glib.h>
 
 #include "../sfd.h"
+#include "../commands.h"
 #include "../lineio.h"
-
-Sfd *sfd;
+#include "../proto.h"
 
 static const SfdArgSpec spec[] = {
     { "vm", SFD_ARG_STRING, TRUE },
@@ -122,7 +122,7 @@ static void test_framing(void)
                              "four-no-newline" };
 
     g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
-    io = sfd_lineio_new(sv[0], 1024, 1 << 20, on_line, on_closed, &c);
+    io = sfd_lineio_new(sv[0], 1024, 1 << 20, on_line, NULL, on_closed, &c);
     for (guint i = 0; i < G_N_ELEMENTS(chunks); i++) {
         g_assert_cmpint(write(sv[1], chunks[i], strlen(chunks[i])), ==,
                         (ssize_t)strlen(chunks[i]));
@@ -155,7 +155,7 @@ static void test_output_limit(void)
     int rc = 0;
 
     g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
-    io = sfd_lineio_new(sv[0], 1024, 64 * 1024, on_line, on_closed, &c);
+    io = sfd_lineio_new(sv[0], 1024, 64 * 1024, on_line, NULL, on_closed, &c);
     for (int i = 0; i < 10000 && rc == 0; i++) {
         rc = sfd_lineio_write(io, line, strlen(line));
     }
