@@ -5,6 +5,7 @@ interface, so these tests need no bridges."""
 
 import os
 import stat
+import subprocess
 import time
 
 import pytest
@@ -140,3 +141,65 @@ def test_clone_hooks_and_failing_clone_prepare(sfd):
                    "clone fam-1 started begin", "clone fam-1 stopped end",
                    "clone fam-1 release end"], got
     c.cmd("destroy", vm="fam", timeout=60)
+
+
+ORDER_HOOK = """#!/bin/sh
+dir=$(dirname "$0")
+echo "begin $(basename "$0") $1 $2" >> "$dir/order"
+# 0..200 ms: a VM's hooks must not overlap however long each one takes
+sleep "$(awk 'BEGIN { srand(); printf "%.3f", rand() * 0.2 }')"
+echo "end $(basename "$0") $1 $2" >> "$dir/order"
+"""
+
+LIFE = ["prepare", "start", "started", "stopped", "release"]
+
+
+def test_hooks_in_order_under_load():
+    """A VM's hooks run one after the other, in order, each finishing
+    before the next begins: 20 clones made and destroyed at once (the
+    started hook, which sfd does not wait for, races the stopped one),
+    with two CPU-bound processes beside."""
+    d = sfdlib.Sfd()
+    for obj in ("domain", "clone"):
+        path = os.path.join(d.hooks, obj)
+        with open(path, "w") as f:
+            f.write(ORDER_HOOK)
+        os.chmod(path, stat.S_IRWXU)
+    burners = [subprocess.Popen(["sh", "-c", "while :; do :; done"])
+               for _ in range(2)]
+    try:
+        d.start()
+        c = d.client()
+        c.cmd("define", xml=sfdlib.domain_xml("ord", interface=False))
+        vm, serial = sfdlib.start_booted(d, c, "ord")
+        serial.close()
+        rounds = 20
+        for i in range(rounds):
+            r = c.cmd("fork", vm="ord", count=1, timeout=300)
+            d.pids.add(r["server-pid"])
+            d.pids.add(r["clones"][0]["pid"])
+            assert r["clones"][0]["name"] == "ord-1", r
+            c.cmd("destroy", vm="ord-1", timeout=120)
+        order = os.path.join(d.hooks, "order")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = open(order).read().splitlines()
+            if sum(x == "end clone ord-1 release" for x in lines) == rounds:
+                break
+            time.sleep(0.1)
+        lines = open(order).read().splitlines()
+        clone = [x.split()[0:1] + x.split()[3:] for x in lines
+                 if x.split()[1:3] == ["clone", "ord-1"]]
+        # begin X, end X, begin Y, end Y ...: never two at once.
+        want = [[w, op] for op in LIFE * rounds for w in ("begin", "end")]
+        assert clone == want, "\n".join(lines)
+        # The parent's hooks (it still runs) are in order too.
+        dom = [x.split()[0:1] + x.split()[3:] for x in lines
+               if x.split()[1:3] == ["domain", "ord"]]
+        assert dom == [[w, op] for op in LIFE[:3] for w in ("begin", "end")]
+        c.cmd("destroy", vm="ord", timeout=120)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+        d.close()

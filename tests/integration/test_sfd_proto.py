@@ -4,6 +4,7 @@ by a Python client, by plain socat (and jq) and by sfctl."""
 
 import json
 import os
+import socket
 import subprocess
 import threading
 
@@ -62,6 +63,11 @@ BAD = [
      "InvalidXML", "missing <name>", 13),
     ('{"execute": "kill", "arguments": {"vm": "x", "signal": "BOOM"}, '
      '"id": 14}', "InvalidArgument", "unknown signal", 14),
+    # Not JSON text: json-glib would stop at the NUL and see nothing.
+    ('\0{"execute": "list", "id": 15}', "ParseError", "NUL byte", None),
+    ('{"execute": "list", "id": 16}\0', "ParseError", "NUL byte", None),
+    ('{"execute": "subscribe", "arguments": {"count": -1}, "id": 17}',
+     "InvalidArgument", "count must be", 17),
 ]
 
 
@@ -76,6 +82,42 @@ def test_bad_request_keeps_connection(sfd, line, cls, desc, rid):
     assert r.get("id") == rid
     # The connection is still usable.
     assert c.cmd("version")["protocol"] == 1
+
+
+def test_not_utf8(sfd):
+    c = sfd.client()
+    c.send_raw(b'{"execute": "info", "arguments": {"vm": "\xff\xfe"}}\n')
+    r = c.recv_reply(10)
+    assert r["error"]["class"] == "ParseError", r
+    assert "UTF-8" in r["error"]["desc"], r
+    assert c.cmd("version")["protocol"] == 1
+
+
+def test_half_close_still_answered(sfd):
+    """End of input means no more requests, not "client gone": every
+    request already sent is answered, then sfd closes."""
+    c = sfd.client()
+    c.send_raw('{"execute": "version", "id": 1}\n{"execute": "list", "id": 2}'
+               '\n{"execute": "nope", "id": 3}\n{"execute": "version"}')
+    c.sock.shutdown(socket.SHUT_WR)
+    got = [c.recv(10) for _ in range(4)]
+    assert [g.get("id") for g in got] == [1, 2, 3, None], got
+    assert got[2]["error"]["class"] == "CommandNotFound"
+    assert got[3]["return"]["protocol"] == 1   # the last line had no \n
+    with pytest.raises(EOFError):
+        c.recv(10)
+
+
+def test_half_closed_subscriber_stays(sfd):
+    c = sfd.client()
+    c.send_raw('{"execute": "subscribe", "id": 1}\n')
+    c.sock.shutdown(socket.SHUT_WR)
+    assert c.recv(10)["id"] == 1
+    # Still connected: nothing arrives, but no end of stream either.
+    c.sock.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        c.sock.recv(1)
+    assert sfd.client().cmd("version")["protocol"] == 1
 
 
 def test_blank_lines_and_pipelining(sfd):
