@@ -11,6 +11,8 @@
 #    libzstd-dev: libraries QEMU and our code link (GLib everywhere, fdt for
 #    microvm, slirp for user networking, io_uring, zstd).
 #  - libjson-glib-dev, libxml2-dev: sfd's protocol and domain XML.
+#  - nettle-dev: AES-GCM and HKDF sealing pages and requests on network
+#    transports (migration-sf/lib/sf-seal.c).
 #  - seabios, qemu-system-data: firmware (bios-microvm.bin, option ROMs); the
 #    +ds QEMU tarball ships none.
 #  - linux-image-amd64 and busybox-static are only *downloaded* (apt-get download)
@@ -36,7 +38,7 @@ fi
 
 pkgs=(build-essential pkg-config ninja-build ccache git xz-utils cpio dpkg-dev
       libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev liburing-dev
-      libzstd-dev libjson-glib-dev libxml2-dev libcap-ng-dev
+      libzstd-dev libjson-glib-dev libxml2-dev libcap-ng-dev nettle-dev
       seabios qemu-system-data
       python3 python3-venv python3-pytest python3-yaml socat jq iproute2
       bridge-utils procps debootstrap debian-archive-keyring e2fsprogs)
