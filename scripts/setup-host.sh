@@ -18,6 +18,8 @@
 #  - linux-image-amd64 and busybox-static are only *downloaded* (apt-get download)
 #    by scripts/build-guest.sh to build the guest image; they are not installed here.
 #  - python3-pytest, socat, jq, iproute2: the integration tests and shell examples.
+#  - nftables: loss injected in the kernel on the test hosts
+#    (scripts/test-hosts.sh; tc netem is not available here).
 #  - xz-utils, cpio, dpkg-dev: unpacking the source and packing the initrd.
 #  - debootstrap, debian-archive-keyring, e2fsprogs: the Debian guest's root
 #    file system (scripts/build-guest-debian.sh: debootstrap, mkfs.ext4 -d).
@@ -41,7 +43,8 @@ pkgs=(build-essential pkg-config ninja-build ccache git xz-utils cpio dpkg-dev
       libzstd-dev libjson-glib-dev libxml2-dev libcap-ng-dev nettle-dev
       seabios qemu-system-data
       python3 python3-venv python3-pytest python3-yaml socat jq iproute2
-      bridge-utils procps debootstrap debian-archive-keyring e2fsprogs)
+      bridge-utils procps debootstrap debian-archive-keyring e2fsprogs
+      nftables)
 bp_pkgs=(meson python3-pycotap)
 
 missing=()
