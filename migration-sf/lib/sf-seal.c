@@ -191,6 +191,7 @@ size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out)
     put_be64(out + 8, s->fork_id);
     memcpy(out + 16, s->salt, SF_SEAL_SALT_SIZE);
     put_be64(out + 32, s->counter);
+    put_be32(out + 40, (uint32_t)len);
     nonce_of(s->counter, nonce);
     s->counter++;
     gcm_aes128_set_iv(&s->gcm, sizeof(nonce), nonce);
@@ -198,6 +199,15 @@ size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out)
     gcm_aes128_encrypt(&s->gcm, len, out + SF_SEAL_HDR_SIZE, in);
     gcm_aes128_digest(&s->gcm, SF_SEAL_TAG_SIZE, out + SF_SEAL_HDR_SIZE + len);
     return len + SF_SEAL_OVERHEAD;
+}
+
+int64_t sf_seal_hdr_length(const uint8_t hdr[SF_SEAL_HDR_SIZE])
+{
+    if (get_be32(hdr) != SF_SEAL_MAGIC ||
+        get_be16(hdr + 4) != SF_SEAL_VERSION) {
+        return -1;
+    }
+    return get_be32(hdr + 40);
 }
 
 SfSealReceiver *sf_seal_receiver_new(const SfSealKeys *k, SfSealDir dir,
@@ -339,7 +349,8 @@ SfOpenResult sf_seal_open(SfSealReceiver *r, uint8_t *buf, size_t len,
     uint64_t counter;
 
     if (len < SF_SEAL_OVERHEAD || get_be32(buf) != SF_SEAL_MAGIC ||
-        get_be16(buf + 4) != SF_SEAL_VERSION) {
+        get_be16(buf + 4) != SF_SEAL_VERSION ||
+        get_be32(buf + 40) != len - SF_SEAL_OVERHEAD) {
         r->st.malformed++;
         return SF_OPEN_MALFORMED;
     }

@@ -33,8 +33,10 @@
  *   8      8    fork id
  *   16     16   session salt
  *   32     8    counter
- *   40     n    ciphertext of the inner message (sf-wire header + body)
- *   40+n   16   GCM tag over bytes 0..39 (additional data) and the
+ *   40     4    n, the ciphertext's length (a stream reader knows how
+ *                 much to read before any of it is decrypted)
+ *   44     n    ciphertext of the inner message (sf-wire header + body)
+ *   44+n   16   GCM tag over bytes 0..43 (additional data) and the
  *                 ciphertext
  *
  * Receivers: a packet whose magic, version, direction or fork id is not
@@ -57,7 +59,7 @@
 
 #define SF_SEAL_MAGIC     0x5346534cu /* "SFSL" */
 #define SF_SEAL_VERSION   1
-#define SF_SEAL_HDR_SIZE  40
+#define SF_SEAL_HDR_SIZE  44
 #define SF_SEAL_TAG_SIZE  16
 #define SF_SEAL_OVERHEAD  (SF_SEAL_HDR_SIZE + SF_SEAL_TAG_SIZE)
 #define SF_SEAL_KEY_SIZE  16
@@ -91,13 +93,16 @@ SfSealSender *sf_seal_sender_new(const SfSealKeys *k, SfSealDir dir);
 void sf_seal_sender_free(SfSealSender *s);
 /* Seal len bytes of in into out (len + SF_SEAL_OVERHEAD bytes, may not
  * overlap in); returns the sealed length. */
+/* The ciphertext length a sealed header announces, after checking magic
+ * and version (-1 when it is not a sealed header at all). */
+int64_t sf_seal_hdr_length(const uint8_t hdr[SF_SEAL_HDR_SIZE]);
 size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out);
 /* Messages sealed so far (the next counter). */
 uint64_t sf_seal_sender_count(const SfSealSender *s);
 
 typedef enum SfOpenResult {
     SF_OPEN_OK = 0,
-    SF_OPEN_MALFORMED = -1, /* too short, bad magic or version */
+    SF_OPEN_MALFORMED = -1, /* bad magic, version or length */
     SF_OPEN_OTHER = -2,     /* another fork or direction */
     SF_OPEN_AUTH = -3,      /* failed authentication */
     SF_OPEN_REPLAY = -4,    /* counter seen before or too old */

@@ -85,9 +85,10 @@ static void test_tamper_every_byte(void)
         SfOpenResult want;
 
         t.buf[i] ^= 0x40;
-        want = i < 6    ? SF_OPEN_MALFORMED
-               : i < 16 ? SF_OPEN_OTHER
-                        : SF_OPEN_AUTH;
+        want = i < 6               ? SF_OPEN_MALFORMED
+               : i < 16            ? SF_OPEN_OTHER
+               : i >= 40 && i < 44 ? SF_OPEN_MALFORMED /* length */
+                                   : SF_OPEN_AUTH;
         g_assert_cmpint(open_copy(r, &t, NULL), ==, want);
     }
     /* Truncated, and a lone header. */
@@ -241,7 +242,7 @@ static void test_senders_never_share_a_nonce(void)
     g_assert_false(!memcmp(ma.buf + 16, mb.buf + 16, SF_SEAL_SALT_SIZE));
     g_assert_cmpmem(ma.buf + 32, 8, mb.buf + 32, 8); /* counter 0 both */
     g_assert_false(!memcmp(ma.buf + SF_SEAL_HDR_SIZE, mb.buf + SF_SEAL_HDR_SIZE,
-                           ma.len - 56));
+                           ma.len - SF_SEAL_OVERHEAD));
     sf_seal_sender_free(a);
     sf_seal_sender_free(b);
 }
