@@ -4,7 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-60}; shift || true
-targets=${*:-fuzz-wire fuzz-descriptor fuzz-domain}
+targets=${*:-fuzz-wire fuzz-framer fuzz-descriptor fuzz-domain}
 out=${BUILD_DIR:-$repo/build}/fuzz
 mkdir -p "$out"
 glib=$(pkg-config --cflags --libs glib-2.0)
