@@ -4,10 +4,18 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 
 import pytest
 
+import leaks
 import sfvm
+
+# How long a polite stop (SIGTERM) may take before it becomes a SIGKILL.
+STOP_TIMEOUT = 15.0
+# How long leftovers may take to go by themselves (a page server waits
+# 3 s for a clone to come back before it counts it as ended).
+LEAK_GRACE = 20.0
 
 
 def pytest_configure(config):
@@ -15,6 +23,53 @@ def pytest_configure(config):
         if not os.path.exists(path):
             raise pytest.UsageError(
                 f"{path} is missing: run scripts/build.sh first")
+    # Every process the tests start inherits a private TMPDIR, so what
+    # they leave is ours to see and nobody else's to confuse.
+    leaks.TMP = tempfile.mkdtemp(prefix="sf-it-")
+    os.environ["TMPDIR"] = leaks.TMP
+    tempfile.tempdir = leaks.TMP
+
+
+def pytest_unconfigure(config):
+    if leaks.TMP:
+        shutil.rmtree(leaks.TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind(request):
+    """No process, fork directory, file, socket, interface or namespace
+    that a test module started outlives it."""
+    before = leaks.snapshot()
+    yield
+    left = leaks.wait_clean(before, LEAK_GRACE)
+    if left:
+        leaks.force_clean(left)
+        pytest.fail(f"{request.module.__name__} left behind:\n"
+                    f"{leaks.describe(left)}", pytrace=False)
+
+
+def _alive(pid):
+    return sfvm.pid_alive(pid)
+
+
+def stop_processes(pids, timeout=STOP_TIMEOUT):
+    """SIGTERM, then SIGKILL whatever is still there after `timeout`.
+    Returns the pids that had to be killed."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = [p for p in pids if _alive(p)]
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
 
 
 class Lab:
@@ -23,7 +78,7 @@ class Lab:
     def __init__(self, workdir):
         self.workdir = workdir
         self.vms = []
-        self.pids = []            # clones and page servers
+        self.servers = []         # page server pids
 
     def vm(self, name="p", **kw):
         vm = sfvm.VM(self.workdir, name, **kw)
@@ -33,23 +88,27 @@ class Lab:
     def fork(self, vm, **args):
         """vm-fork and remember every process it created."""
         r = vm.cmd("vm-fork", **args)
-        self.pids.append(r["server-pid"])
+        self.servers.append(r["server-pid"])
         clones = []
         for c in r.get("launched", []):
-            self.pids.append(c["pid"])
             clone = sfvm.CloneVM(vm, c)
             self.vms.append(clone)
             clones.append(clone)
         return r, clones
 
     def close(self):
+        """Stop politely, the way an operator would: clones, then their
+        parents, then page servers, so each can clean up after itself
+        (the leak check then sees whether it did)."""
         for vm in self.vms:
-            vm.close()
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            vm.close_channels()
+        clones = [v for v in self.vms if isinstance(v, sfvm.CloneVM)]
+        parents = [v for v in self.vms if not isinstance(v, sfvm.CloneVM)]
+        for group in (clones, parents):
+            stop_processes([v.pid for v in group if v.pid])
+            for v in group:
+                v.reap()
+        stop_processes(self.servers)
 
 
 @pytest.fixture
