@@ -28,6 +28,10 @@ def pytest_configure(config):
     leaks.TMP = tempfile.mkdtemp(prefix="sf-it-")
     os.environ["TMPDIR"] = leaks.TMP
     tempfile.tempdir = leaks.TMP
+    # pytest keeps tmp_path directories for inspection by design: put them
+    # where the leak check knows them, and where the session's end
+    # removes them.
+    config.option.basetemp = os.path.join(leaks.TMP, leaks.PYTEST_DIR)
 
 
 def pytest_unconfigure(config):

@@ -18,6 +18,7 @@ import time
 import sfvm
 
 TMP = None          # the session's TMPDIR, set by conftest.py
+PYTEST_DIR = "pytest"  # pytest's own tmp_path directories, under TMP
 SFD_TAGS = set()    # interface tags of every sfd the tests started
 
 
@@ -48,6 +49,8 @@ def _our_processes():
 def _files():
     out = set()
     for root, dirs, files in os.walk(TMP):
+        if root == TMP and PYTEST_DIR in dirs:
+            dirs.remove(PYTEST_DIR)
         for n in dirs + files:
             out.add(os.path.relpath(os.path.join(root, n), TMP))
     return out
