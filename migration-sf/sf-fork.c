@@ -69,11 +69,14 @@ typedef struct SfForkRecord {
     bool server_alive;
     int stats_fd;                /* read end: the server's last figures */
     char *final_stats;           /* those figures, once it has ended */
+    GList *clones;               /* SfLaunchedClone */
 } SfForkRecord;
 
 typedef struct SfLaunchedClone {
     SfForkRecord *fork;
     uint32_t clone_id;
+    pid_t pid;
+    bool running;
     char *log;
 } SfLaunchedClone;
 
@@ -116,6 +119,17 @@ static int sf_wait_status(int status)
 {
     return WIFEXITED(status) ? WEXITSTATUS(status) :
            WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
+/*
+ * An end that was asked for: exit 0, or SIGTERM (which kills a QEMU that
+ * has not installed its handlers yet, early in its start).  Anything else
+ * is a failure whose log is kept.
+ */
+static bool sf_wait_clean(int status)
+{
+    return (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+           (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
 }
 
 /* --- the job ------------------------------------------------------------- */
@@ -611,14 +625,17 @@ static void sf_fork_read_final_stats(SfForkRecord *rec)
 static void sf_server_exited(GPid pid, gint status, gpointer opaque)
 {
     SfForkRecord *rec = opaque;
-    bool failed = !WIFEXITED(status) || WEXITSTATUS(status);
+    bool failed = !sf_wait_clean(status);
 
+    if (!rec->server_alive) {
+        return;                  /* reaped at exit already */
+    }
     trace_sf_fork_child_exited(pid, status);
     rec->server_alive = false;
     sf_fork_read_final_stats(rec);
     if (WIFSIGNALED(status)) {
         /* Killed: it could not clean up after itself. */
-        sf_forkdir_server_ended(rec->dir, true);
+        sf_forkdir_server_ended(rec->dir, failed);
     }
     if (failed) {
         warn_report("vm-fork: page server of fork %" PRIx64 " (pid %d) "
@@ -636,9 +653,13 @@ static void sf_clone_exited(GPid pid, gint status, gpointer opaque)
     const SfForkDir *dir = c->fork->dir;
     int code = sf_wait_status(status);
 
+    if (!c->running) {
+        return;                  /* reaped at exit already */
+    }
+    c->running = false;
     trace_sf_fork_child_exited(pid, status);
     qapi_event_send_sf_clone_exited(c->fork->id, c->clone_id, pid, code);
-    if (code == 0) {
+    if (sf_wait_clean(status)) {
         if (dir->owned) {
             unlink(c->log);
         }
@@ -650,16 +671,38 @@ static void sf_clone_exited(GPid pid, gint status, gpointer opaque)
     }
     sf_forkdir_release(dir);
     g_spawn_close_pid(pid);
-    g_free(c->log);
-    g_free(c);
 }
 
-/* At exit: this QEMU's run directory, if its forks left it empty. */
+/* The child watch may not have run yet for a process that has ended. */
+static void sf_fork_reap(pid_t pid, GChildWatchFunc fn, gpointer opaque)
+{
+    int status;
+
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+        fn(pid, status, opaque);
+    }
+}
+
+/*
+ * At exit: handle what has ended and the main loop has not seen yet, so
+ * its files go now (what still runs cleans up after itself), and remove
+ * this QEMU's run directory if its forks left it empty.
+ */
 static void sf_fork_at_exit(Notifier *n, void *data)
 {
     for (GList *l = sf_forks; l; l = l->next) {
         SfForkRecord *rec = l->data;
 
+        for (GList *c = rec->clones; c; c = c->next) {
+            SfLaunchedClone *lc = c->data;
+
+            if (lc->running) {
+                sf_fork_reap(lc->pid, sf_clone_exited, lc);
+            }
+        }
+        if (rec->server_alive) {
+            sf_fork_reap(rec->server_pid, sf_server_exited, rec);
+        }
         sf_forkdir_release(rec->dir);
     }
     sf_forkdir_release_run_dir();
@@ -688,8 +731,11 @@ static void sf_fork_record(SfForkJob *job)
 
         lc->fork = rec;
         lc->clone_id = l->value->clone_id;
+        lc->pid = l->value->pid;
+        lc->running = true;
         lc->log = g_strdup(l->value->log);
-        g_child_watch_add(l->value->pid, sf_clone_exited, lc);
+        rec->clones = g_list_append(rec->clones, lc);
+        g_child_watch_add(lc->pid, sf_clone_exited, lc);
     }
 }
 
