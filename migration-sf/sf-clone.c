@@ -109,6 +109,7 @@ static int64_t sf_clone_process_start_ns(SfClone *s)
     g_autofree char *stat = NULL;
     unsigned long long start_ticks;
     struct timespec boot;
+    int64_t now_boot, age;
     const char *p;
 
     if (s->spawn_ns) {
@@ -124,9 +125,9 @@ static int64_t sf_clone_process_start_ns(SfClone *s)
         return 0;
     }
     clock_gettime(CLOCK_BOOTTIME, &boot);
-    int64_t now_boot = boot.tv_sec * 1000000000LL + boot.tv_nsec;
-    int64_t age = now_boot -
-                  (int64_t)start_ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
+    now_boot = boot.tv_sec * 1000000000LL + boot.tv_nsec;
+    age = now_boot -
+          (int64_t)start_ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
     return g_get_monotonic_time() * 1000 - age;
 }
 

@@ -149,3 +149,24 @@ def test_secret_property_is_refused_with_a_clear_error(lab, parent):
     assert p.returncode != 0
     assert "'secret' was removed" in p.stderr, p.stderr
     assert "secret-id=ID" in p.stderr, p.stderr
+
+
+def test_fork_of_a_clone_carries_only_its_own_secret(lab, parent):
+    """A clone forked in turn launches its clones with its own command
+    line: the secret and sf-clone objects it was started with are
+    replaced by those of the new fork, not added to."""
+    import pattern
+    r, (child,) = lab.fork(parent, clones=1)
+    child.attach()
+    if child.cmd("query-sf-clone")["state"] != "complete":
+        child.wait_event("SF_CLONE_COMPLETE", timeout=300)
+    pattern.start(child.serial, 32, 7)
+    r2, (grandchild,) = lab.fork(child, clones=1)
+    argv = r2["launched"][0]["argv"]
+    objects = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    assert [o.split(",")[0] for o in objects] == ["secret", "sf-clone"], \
+        objects
+    assert f"file={r2['secret-file']}," in objects[0]
+    grandchild.attach()
+    assert pattern.verify(grandchild.serial, 7)[1] == 0
+    assert grandchild.cmd("query-sf-clone")["fork-id"] == r2["id"]
