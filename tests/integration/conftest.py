@@ -100,18 +100,22 @@ class Lab:
             clones.append(clone)
         return r, clones
 
+    def stop(self, vms):
+        """Stop these VMs politely (SIGTERM, SIGKILL after a while) and
+        forget them."""
+        for v in vms:
+            v.close_channels()
+        stop_processes([v.pid for v in vms if v.pid])
+        for v in vms:
+            v.reap()
+        self.vms = [v for v in self.vms if v not in vms]
+
     def close(self):
         """Stop politely, the way an operator would: clones, then their
         parents, then page servers, so each can clean up after itself
         (the leak check then sees whether it did)."""
-        for vm in self.vms:
-            vm.close_channels()
-        clones = [v for v in self.vms if isinstance(v, sfvm.CloneVM)]
-        parents = [v for v in self.vms if not isinstance(v, sfvm.CloneVM)]
-        for group in (clones, parents):
-            stop_processes([v.pid for v in group if v.pid])
-            for v in group:
-                v.reap()
+        self.stop([v for v in self.vms if isinstance(v, sfvm.CloneVM)])
+        self.stop(list(self.vms))
         stop_processes(self.servers)
 
 
