@@ -298,8 +298,10 @@ static bool sf_fork_prepare(SfForkJob *job, Error **errp)
     job->secret_id = g_strdup_printf(SF_LAUNCH_SECRET_ID_PREFIX "%016" PRIx64,
                                      ps->fork_id);
 
-    if (sf_fault_inject("directory", errp) ||
-        !(job->dir = sf_forkdir_create(job->dir_arg, job->seq, errp))) {
+    if (!sf_fault_inject("directory", errp)) {
+        job->dir = sf_forkdir_create(job->dir_arg, job->seq, errp);
+    }
+    if (!job->dir) {
         error_prepend(errp, "vm-fork: directory: ");
         return false;
     }
@@ -308,8 +310,10 @@ static bool sf_fork_prepare(SfForkJob *job, Error **errp)
         error_prepend(errp, "vm-fork: secret: ");
         return false;
     }
-    if (sf_fault_inject("log", errp) ||
-        (job->log_fd = sf_forkdir_open_log(job->dir, errp)) < 0) {
+    if (!sf_fault_inject("log", errp)) {
+        job->log_fd = sf_forkdir_open_log(job->dir, errp);
+    }
+    if (job->log_fd < 0) {
         error_prepend(errp, "vm-fork: log: ");
         return false;
     }
@@ -420,8 +424,10 @@ static bool sf_fork_freeze(SfForkJob *job, Error **errp)
         .dir = job->dir,
     };
 
-    if (sf_fault_inject("freeze", errp) ||
-        (job->server_pid = sf_freeze_fork(&fa, errp)) < 0) {
+    if (!sf_fault_inject("freeze", errp)) {
+        job->server_pid = sf_freeze_fork(&fa, errp);
+    }
+    if (job->server_pid <= 0) {
         error_prepend(errp, "vm-fork: freeze: ");
         job->server_pid = 0;
         return false;

@@ -112,6 +112,7 @@ static void sf_freeze_send_stats(SfPageServer *srv)
 
 static void G_NORETURN sf_freeze_child(SfFreezeArgs *a)
 {
+    struct sigaction sa = { 0 };
     sigset_t all;
     SfPageSource *src;
     int ret;
@@ -119,15 +120,18 @@ static void G_NORETURN sf_freeze_child(SfFreezeArgs *a)
     /* A session of its own: a terminal's ^C to the parent is not for us. */
     setsid();
     prctl(PR_SET_NAME, "sf-pageserver");
+    sa.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) {
-        signal(sig, SIG_DFL);
+        sigaction(sig, &sa, NULL);
     }
-    signal(SIGPIPE, SIG_IGN);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
     sf_freeze_child_fds(a);
 
     src = sf_pagesrc_mem_new(a->blocks, a->hosts, a->nblocks);
     sf_freeze_server = sf_pageserver_new(a->listener, src, a->server);
-    signal(SIGTERM, sf_freeze_on_sigterm);
+    sa.sa_handler = sf_freeze_on_sigterm;
+    sigaction(SIGTERM, &sa, NULL);
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     sf_freeze_log("%s: serving %u blocks, %" PRIu64 " pages, pid %d",
