@@ -39,16 +39,33 @@ def pytest_unconfigure(config):
         shutil.rmtree(leaks.TMP, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def nothing_left_behind(request):
-    """No process, fork directory, file, socket, interface or namespace
-    that a test module started outlives it."""
-    before = leaks.snapshot()
+# No process, fork directory, file, socket, interface or namespace that a
+# test module started may outlive it.  Hooks, not a fixture: pytest tears
+# a module's fixtures down in an order of its own (one the module's last
+# test does not use can outlive an autouse fixture), while these run
+# before the module's first setup and after its last teardown.
+_module_before = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    if item.module not in _module_before:
+        _module_before[item.module] = leaks.snapshot()
     yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    if nextitem is not None and nextitem.module is item.module:
+        return
+    before = _module_before.pop(item.module, None)
+    if before is None:
+        return
     left = leaks.wait_clean(before, LEAK_GRACE)
     if left:
         leaks.force_clean(left)
-        pytest.fail(f"{request.module.__name__} left behind:\n"
+        pytest.fail(f"{item.module.__name__} left behind:\n"
                     f"{leaks.describe(left)}", pytrace=False)
 
 
