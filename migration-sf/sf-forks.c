@@ -43,6 +43,8 @@ typedef struct SfLaunchedClone {
 } SfLaunchedClone;
 
 static GList *sf_forks;          /* SfForkRecord, BQL */
+/* In the exit notifier: monitors are gone, so no events. */
+static bool sf_forks_exiting;
 
 static int sf_wait_status(int status)
 {
@@ -118,7 +120,9 @@ static void sf_clone_exited(GPid pid, gint status, gpointer opaque)
     }
     c->running = false;
     trace_sf_fork_child_exited(pid, status);
-    qapi_event_send_sf_clone_exited(c->fork->id, c->clone_id, pid, code);
+    if (!sf_forks_exiting) {
+        qapi_event_send_sf_clone_exited(c->fork->id, c->clone_id, pid, code);
+    }
     if (sf_wait_clean(status)) {
         if (dir->owned) {
             unlink(c->log);
@@ -150,6 +154,7 @@ static void sf_fork_reap(pid_t pid, GChildWatchFunc fn, gpointer opaque)
  */
 static void sf_fork_at_exit(Notifier *n, void *data)
 {
+    sf_forks_exiting = true;
     for (GList *l = sf_forks; l; l = l->next) {
         SfForkRecord *rec = l->data;
 
