@@ -312,12 +312,15 @@ class CloneVM(VM):
         try:
             with open(f"/proc/{self.pid}/stat") as f:
                 return f.read().split(") ")[1][0] != "Z"
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             return False
 
     def kill(self, sig=signal.SIGKILL):
         if self.alive():
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 class QMPError(Exception):
@@ -330,7 +333,8 @@ def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] not in "ZX"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # ESRCH: reading the stat of a process that is exiting.
         return False
 
 
