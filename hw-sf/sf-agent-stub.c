@@ -16,19 +16,7 @@ SfAgentInfo *qmp_query_sf_agent(Error **errp)
     return g_new0(SfAgentInfo, 1);
 }
 
-void qmp_sf_agent_reply(bool has_request, uint32_t request,
-                        SfAgentReplyKind kind,
-                        bool has_error, int32_t error,
-                        bool has_count, uint32_t count,
-                        bool has_value, uint64_t value,
-                        bool has_clone_id, uint32_t clone_id,
-                        bool has_generation, uint32_t generation,
-                        bool has_ticket, uint64_t ticket,
-                        const char *mac, const char *ip,
-                        bool has_prefix, uint8_t prefix,
-                        const char *hostname,
-                        bool has_status, int32_t status,
-                        bool has_how, SfExitHow how, Error **errp)
+void qmp_sf_agent_reply(SfAgentReply *arg, Error **errp)
 {
     error_setg(errp, "this QEMU has no sf-agent-port device");
 }

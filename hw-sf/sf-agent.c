@@ -8,7 +8,8 @@
  *
  * A virtio-serial port named SF_AGENT_PORT_NAME.  The guest agent writes
  * request frames (hw/sf/sf-agent-proto.h) as a byte stream; this device
- * reassembles them, validates each one in full, answers HELLO itself and
+ * reassembles them and validates each one in full (sf-agent-frame.c,
+ * plain C so that it is fuzzed as it is), answers HELLO itself and
  * refuses what is malformed, too fast (EAGAIN), too many (EBUSY) or
  * invalid (EINVAL).  Every other request gets a QEMU request id, a slot
  * in the pending table and an SF_AGENT_REQUEST event; the management
@@ -38,6 +39,7 @@
 #include "hw/qdev-core.h"
 #include "hw/virtio/virtio-serial.h"
 #include "hw/sf/sf-agent-proto.h"
+#include "hw/sf/sf-agent-frame.h"
 #include "trace.h"
 
 #include <arpa/inet.h>
@@ -57,8 +59,6 @@ OBJECT_DECLARE_SIMPLE_TYPE(SfAgentPort, SF_AGENT_PORT)
 #define SF_AGENT_BURST 40.0
 #define SF_AGENT_RATE 20.0
 
-#define SF_AGENT_FRAME_MAX (SF_AGENT_HDR_LEN + SF_AGENT_MAX_BODY)
-
 typedef struct SfAgentPending {
     uint32_t request;     /* 0: slot free */
     uint32_t seq;         /* the guest's, echoed in the answer */
@@ -73,15 +73,7 @@ struct SfAgentPort {
     uint32_t next_request;
     uint32_t agent_version;
     SfAgentPending pending[SF_AGENT_MAX_PENDING];
-    /*
-     * Bytes of a frame not complete yet, so a frame the guest was in the
-     * middle of writing at a fork or migration completes on the other
-     * side.  resync: a malformed frame was seen and bytes are dropped
-     * until the next magic.
-     */
-    uint32_t rx_len;
-    uint8_t rx[SF_AGENT_FRAME_MAX];
-    bool resync;
+    SfAgentRx rx;              /* see sf-agent-frame.h */
 
     /* Per QEMU process */
     double tokens;
@@ -210,12 +202,6 @@ static bool sf_agent_take_token(SfAgentPort *s)
     return true;
 }
 
-static bool sf_agent_ticket_ok(uint64_t t)
-{
-    /* libsf's tickets and checkpoints are int64_t > 0. */
-    return t != 0 && t <= INT64_MAX;
-}
-
 static void sf_agent_hello(SfAgentPort *s, uint32_t seq, const uint8_t *body)
 {
     SfAgentHello h;
@@ -235,10 +221,8 @@ static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
                              const uint8_t *body)
 {
     SfAgentPending *slot = NULL;
-    SfAgentTicketReq treq = { 0 };
-    SfAgentTicketRef tref = { 0 };
-    SfAgentExitReq ereq = { 0 };
-    SfAgentCreateReq creq = { 0 };
+    SfAgentRequest req;
+    const char *bad;
     uint32_t id;
 
     if (!sf_agent_take_token(s)) {
@@ -257,53 +241,10 @@ static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
         sf_agent_refuse(s, type, seq, EBUSY, "too many pending");
         return;
     }
-
-    /* Decode and check the body; the event is emitted below. */
-    switch (type) {
-    case SF_AGENT_TICKET:
-        memcpy(&treq, body, sizeof(treq));
-        treq.clones = le32_to_cpu(treq.clones);
-        treq.flags = le32_to_cpu(treq.flags);
-        if (treq.clones < 1 || treq.flags != 0) {
-            sf_agent_refuse(s, type, seq, EINVAL, "bad ticket request");
-            return;
-        }
-        break;
-    case SF_AGENT_CLONE:
-    case SF_AGENT_KILL:
-        memcpy(&tref, body, sizeof(tref));
-        tref.ticket = le64_to_cpu(tref.ticket);
-        if (!sf_agent_ticket_ok(tref.ticket)) {
-            sf_agent_refuse(s, type, seq, EINVAL, "bad ticket");
-            return;
-        }
-        break;
-    case SF_AGENT_EXIT:
-        memcpy(&ereq, body, sizeof(ereq));
-        ereq.status = le32_to_cpu(ereq.status);
-        ereq.how = le32_to_cpu(ereq.how);
-        if ((ereq.how != SF_AGENT_HOW_EXITED &&
-             ereq.how != SF_AGENT_HOW_SIGNALED &&
-             ereq.how != SF_AGENT_HOW_LOST) ||
-            (ereq.how == SF_AGENT_HOW_SIGNALED && ereq.status < 1)) {
-            sf_agent_refuse(s, type, seq, EINVAL, "bad exit");
-            return;
-        }
-        break;
-    case SF_AGENT_CHECKPOINT:
-        break;
-    case SF_AGENT_CREATE:
-        memcpy(&creq, body, sizeof(creq));
-        creq.checkpoint = le64_to_cpu(creq.checkpoint);
-        creq.ticket = le64_to_cpu(creq.ticket);
-        if (!sf_agent_ticket_ok(creq.checkpoint) ||
-            !sf_agent_ticket_ok(creq.ticket)) {
-            sf_agent_refuse(s, type, seq, EINVAL, "bad create request");
-            return;
-        }
-        break;
-    default:
-        g_assert_not_reached();
+    bad = sf_agent_decode_request(type, body, &req);
+    if (bad) {
+        sf_agent_refuse(s, type, seq, EINVAL, bad);
+        return;
     }
 
     /* Skip 0 (no request) and, after a wrap, ids still pending. */
@@ -319,7 +260,7 @@ static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
     switch (type) {
     case SF_AGENT_TICKET:
         qapi_event_send_sf_agent_request(id, SF_AGENT_OP_TICKET,
-                                         true, treq.clones, true, treq.flags,
+                                         true, req.clones, true, req.flags,
                                          false, 0, false, 0, false, 0,
                                          false, 0);
         break;
@@ -328,14 +269,14 @@ static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
         qapi_event_send_sf_agent_request(id, type == SF_AGENT_CLONE ?
                                          SF_AGENT_OP_CLONE : SF_AGENT_OP_KILL,
                                          false, 0, false, 0,
-                                         true, tref.ticket, false, 0,
+                                         true, req.ticket, false, 0,
                                          false, 0, false, 0);
         break;
     case SF_AGENT_EXIT:
         qapi_event_send_sf_agent_request(id, SF_AGENT_OP_EXIT,
                                          false, 0, false, 0, false, 0,
-                                         false, 0, true, ereq.status,
-                                         true, (SfExitHow)ereq.how);
+                                         false, 0, true, req.status,
+                                         true, (SfExitHow)req.how);
         break;
     case SF_AGENT_CHECKPOINT:
         qapi_event_send_sf_agent_request(id, SF_AGENT_OP_CHECKPOINT,
@@ -345,111 +286,41 @@ static void sf_agent_request(SfAgentPort *s, uint8_t type, uint32_t seq,
     case SF_AGENT_CREATE:
         qapi_event_send_sf_agent_request(id, SF_AGENT_OP_CREATE_CLONES,
                                          false, 0, false, 0,
-                                         true, creq.ticket,
-                                         true, creq.checkpoint,
+                                         true, req.ticket,
+                                         true, req.checkpoint,
                                          false, 0, false, 0);
         break;
     }
 }
 
-/*
- * Check a header; NULL if it is good.  Nothing of the body is looked at
- * before this says yes, and the length is only ever compared with the
- * table, so no size the guest wrote is used to size or index anything.
- */
-static const char *sf_agent_check_hdr(const SfAgentHdr *h)
-{
-    if (le32_to_cpu(h->magic) != SF_AGENT_MAGIC) {
-        return "magic";
-    }
-    if (h->version != SF_AGENT_VERSION) {
-        return "version";
-    }
-    if (le16_to_cpu(h->flags) != 0) {
-        return "flags";
-    }
-    if (!sf_agent_is_request(h->type)) {
-        return "type";
-    }
-    if (le32_to_cpu(h->length) != sf_agent_body_len(h->type)) {
-        return "length";
-    }
-    if (le32_to_cpu(h->seq) == 0) {
-        /* 0 marks the host's unsolicited messages. */
-        return "seq";
-    }
-    return NULL;
-}
-
-static void sf_agent_drop_rx(SfAgentPort *s, uint32_t n)
-{
-    assert(n <= s->rx_len);
-    memmove(s->rx, s->rx + n, s->rx_len - n);
-    s->rx_len -= n;
-}
-
-/* Drop bytes up to the next possible magic; keep a partial one. */
-static void sf_agent_resync(SfAgentPort *s)
-{
-    uint8_t magic[4];
-    uint32_t i;
-
-    stl_le_p(magic, SF_AGENT_MAGIC);
-    for (i = 0; i < s->rx_len; i++) {
-        uint32_t n = MIN(s->rx_len - i, 4);
-
-        if (!memcmp(s->rx + i, magic, n)) {
-            break;
-        }
-    }
-    if (i) {
-        s->discarded += i;
-        trace_sf_agent_discard(i);
-        sf_agent_drop_rx(s, i);
-    }
-    s->resync = s->rx_len < 4;
-}
-
 /* Handle every complete frame in rx. */
 static void sf_agent_parse(SfAgentPort *s)
 {
-    SfAgentHdr hdr;
-    const char *bad;
-    uint32_t len, seq;
+    SfAgentRxItem it;
 
     for (;;) {
-        if (s->resync) {
-            sf_agent_resync(s);
-            if (s->resync) {
-                return;
-            }
-        }
-        if (s->rx_len < SF_AGENT_HDR_LEN) {
+        switch (sf_agent_rx_next(&s->rx, &it)) {
+        case SF_AGENT_RX_NEED_MORE:
             return;
-        }
-        memcpy(&hdr, s->rx, SF_AGENT_HDR_LEN);
-        bad = sf_agent_check_hdr(&hdr);
-        if (bad) {
+        case SF_AGENT_RX_DISCARDED:
+            s->discarded += it.dropped;
+            trace_sf_agent_discard(it.dropped);
+            break;
+        case SF_AGENT_RX_MALFORMED:
             s->malformed++;
-            trace_sf_agent_malformed(bad, hdr.type, le32_to_cpu(hdr.length));
-            /* At least the first byte goes, so the search moves on. */
-            s->discarded++;
-            sf_agent_drop_rx(s, 1);
-            s->resync = true;
-            continue;
+            s->discarded += it.dropped;
+            trace_sf_agent_malformed(it.why, it.type, it.length);
+            break;
+        case SF_AGENT_RX_FRAME:
+            trace_sf_agent_frame_in(sf_agent_type_name(it.type), it.seq,
+                                    it.length);
+            if (it.type == SF_AGENT_HELLO) {
+                sf_agent_hello(s, it.seq, it.body);
+            } else {
+                sf_agent_request(s, it.type, it.seq, it.body);
+            }
+            break;
         }
-        len = le32_to_cpu(hdr.length);
-        if (s->rx_len < SF_AGENT_HDR_LEN + len) {
-            return;
-        }
-        seq = le32_to_cpu(hdr.seq);
-        trace_sf_agent_frame_in(sf_agent_type_name(hdr.type), seq, len);
-        if (hdr.type == SF_AGENT_HELLO) {
-            sf_agent_hello(s, seq, s->rx + SF_AGENT_HDR_LEN);
-        } else {
-            sf_agent_request(s, hdr.type, seq, s->rx + SF_AGENT_HDR_LEN);
-        }
-        sf_agent_drop_rx(s, SF_AGENT_HDR_LEN + len);
     }
 }
 
@@ -461,14 +332,10 @@ static ssize_t sf_agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
 
     /* Everything is consumed: the port is never throttled. */
     while (done < len) {
-        uint32_t n = MIN(len - done, sizeof(s->rx) - s->rx_len);
-
-        memcpy(s->rx + s->rx_len, buf + done, n);
-        s->rx_len += n;
-        done += n;
+        done += sf_agent_rx_feed(&s->rx, buf + done, len - done);
         sf_agent_parse(s);
-        /* parse() leaves less than a frame, so the next copy has room. */
-        assert(s->rx_len < sizeof(s->rx));
+        /* parse() leaves less than a frame, so the next feed has room. */
+        assert(s->rx.len < sizeof(s->rx.buf));
     }
     return len;
 }
@@ -488,8 +355,7 @@ static void sf_agent_set_guest_connected(VirtIOSerialPort *port,
      * know.
      */
     if (!connected) {
-        s->rx_len = 0;
-        s->resync = false;
+        sf_agent_rx_reset(&s->rx);
     }
 }
 
@@ -503,8 +369,7 @@ static void sf_agent_reset(DeviceState *dev)
      */
     memset(s->pending, 0, sizeof(s->pending));
     s->agent_version = 0;
-    s->rx_len = 0;
-    s->resync = false;
+    sf_agent_rx_reset(&s->rx);
 }
 
 static void sf_agent_realize(DeviceState *dev, Error **errp)
@@ -549,7 +414,7 @@ static int sf_agent_post_load(void *opaque, int version_id)
 {
     SfAgentPort *s = opaque;
 
-    if (s->rx_len > sizeof(s->rx) || !s->next_request) {
+    if (!sf_agent_rx_valid(&s->rx) || !s->next_request) {
         return -EINVAL;
     }
     for (int i = 0; i < SF_AGENT_MAX_PENDING; i++) {
@@ -589,9 +454,9 @@ static const VMStateDescription vmstate_sf_agent = {
         VMSTATE_UINT32(agent_version, SfAgentPort),
         VMSTATE_STRUCT_ARRAY(pending, SfAgentPort, SF_AGENT_MAX_PENDING, 1,
                              vmstate_sf_agent_pending, SfAgentPending),
-        VMSTATE_UINT32(rx_len, SfAgentPort),
-        VMSTATE_BUFFER(rx, SfAgentPort),
-        VMSTATE_BOOL(resync, SfAgentPort),
+        VMSTATE_UINT32(rx.len, SfAgentPort),
+        VMSTATE_BUFFER(rx.buf, SfAgentPort),
+        VMSTATE_BOOL(rx.resync, SfAgentPort),
         VMSTATE_END_OF_LIST()
     },
 };
@@ -675,21 +540,6 @@ static bool sf_agent_hostname_ok(const char *name)
 }
 
 /*
- * Arguments of sf-agent-reply that @kind does not use: an error rather
- * than silently ignored, since they mean the caller meant something else.
- */
-static bool sf_agent_unused(const char *kind, bool set, const char *name,
-                            Error **errp)
-{
-    if (set) {
-        error_setg(errp, "sf-agent-reply: kind '%s' does not take %s",
-                   kind, name);
-        return false;
-    }
-    return true;
-}
-
-/*
  * An identity makes this VM a clone.  Every other request it still holds
  * from its device state was its parent's, in flight at the fork; the
  * parent is the one answered for those (the agent fails them locally
@@ -709,190 +559,171 @@ static void sf_agent_drop_inherited(SfAgentPort *s)
     }
 }
 
-void qmp_sf_agent_reply(bool has_request, uint32_t request,
-                        SfAgentReplyKind kind,
-                        bool has_error, int32_t error,
-                        bool has_count, uint32_t count,
-                        bool has_value, uint64_t value,
-                        bool has_clone_id, uint32_t clone_id,
-                        bool has_generation, uint32_t generation,
-                        bool has_ticket, uint64_t ticket,
-                        const char *mac, const char *ip,
-                        bool has_prefix, uint8_t prefix,
-                        const char *hostname,
-                        bool has_status, int32_t status,
-                        bool has_how, SfExitHow how, Error **errp)
+/* Take the pending request @request answers, or set errp. */
+static SfAgentPending *sf_agent_pending_for(SfAgentPort *s, uint32_t request,
+                                            Error **errp)
+{
+    SfAgentPending *p = sf_agent_find(s, request);
+
+    if (!p) {
+        error_setg(errp, "sf-agent-reply: request %" PRIu32 " is not "
+                   "pending", request);
+    }
+    return p;
+}
+
+static void sf_agent_reply_result(SfAgentPort *s,
+                                  const SfAgentReplyResult *a, Error **errp)
+{
+    SfAgentPending *p = sf_agent_pending_for(s, a->request, errp);
+    SfAgentResult r;
+    uint32_t seq;
+
+    if (!p) {
+        return;
+    }
+    if (a->has_error && a->error < 0) {
+        error_setg(errp, "sf-agent-reply: 'error' must be 0 or a "
+                   "positive errno value");
+        return;
+    }
+    r.error = cpu_to_le32(a->has_error ? a->error : 0);
+    r.count = cpu_to_le32(a->count);
+    r.value = cpu_to_le64(a->value);
+    seq = p->seq;
+    /*
+     * The request is answered even if the guest cannot take the answer:
+     * otherwise a guest that never reads would keep its pending slots
+     * forever.
+     */
+    memset(p, 0, sizeof(*p));
+    sf_agent_send(s, SF_AGENT_RESULT, seq, &r, sizeof(r), errp);
+}
+
+static void sf_agent_reply_identity(SfAgentPort *s,
+                                    const SfAgentReplyIdentity *a,
+                                    Error **errp)
 {
     ERRP_GUARD();
-    SfAgentPort *s = sf_agent_port;
-    const char *kname = SfAgentReplyKind_str(kind);
+    SfAgentIdentity id = { 0 };
     SfAgentPending *p = NULL;
+    uint8_t macb[6];
+    struct in_addr addr;
     uint32_t seq = 0;
-    bool identity_args = has_clone_id || has_generation || mac || ip ||
-                         has_prefix || hostname;
+
+    if (a->has_request) {
+        p = sf_agent_pending_for(s, a->request, errp);
+        if (!p) {
+            return;
+        }
+        if (p->type != SF_AGENT_CLONE && p->type != SF_AGENT_CHECKPOINT) {
+            error_setg(errp, "sf-agent-reply: request %" PRIu32 " is a "
+                       "%s request; an identity answers clone or "
+                       "checkpoint", a->request, sf_agent_type_name(p->type));
+            return;
+        }
+        seq = p->seq;
+    }
+    if (a->clone_id < 1) {
+        error_setg(errp, "sf-agent-reply: 'clone-id' must be 1 or more");
+        return;
+    }
+    if (a->generation < 1) {
+        error_setg(errp, "sf-agent-reply: 'generation' must be 1 or more");
+        return;
+    }
+    if (a->mac && !sf_agent_parse_mac(a->mac, macb)) {
+        error_setg(errp, "sf-agent-reply: 'mac' must be a unicast "
+                   "address like 52:54:00:12:34:56, not '%s'", a->mac);
+        return;
+    }
+    if (!a->ip != !a->has_prefix) {
+        error_setg(errp, "sf-agent-reply: 'ip' and 'prefix' go together");
+        return;
+    }
+    if (a->ip && inet_pton(AF_INET, a->ip, &addr) != 1) {
+        error_setg(errp, "sf-agent-reply: 'ip' must be an IPv4 "
+                   "address like 10.0.2.15, not '%s'", a->ip);
+        return;
+    }
+    if (a->has_prefix && (a->prefix < 1 || a->prefix > 32)) {
+        error_setg(errp, "sf-agent-reply: 'prefix' must be 1 to 32");
+        return;
+    }
+    if (a->hostname && !sf_agent_hostname_ok(a->hostname)) {
+        error_setg(errp, "sf-agent-reply: 'hostname' must be 1 to %d "
+                   "of A-Z a-z 0-9 . -", SF_AGENT_HOSTNAME_LEN - 1);
+        return;
+    }
+    id.clone_id = cpu_to_le32(a->clone_id);
+    id.generation = cpu_to_le32(a->generation);
+    id.ticket = cpu_to_le64(a->ticket);
+    if (a->mac) {
+        memcpy(id.mac, macb, sizeof(id.mac));
+    }
+    if (a->ip) {
+        memcpy(id.ipv4, &addr, sizeof(id.ipv4));
+        id.prefix = a->prefix;
+    }
+    if (a->hostname) {
+        memcpy(id.hostname, a->hostname, strlen(a->hostname));
+    }
+    /*
+     * From the host, not from the guest's RNG: a clone's RNG state is its
+     * parent's (and with -seed, every run's), which is exactly what this
+     * entropy is there to break.
+     */
+    if (qcrypto_random_bytes(id.entropy, sizeof(id.entropy), errp)) {
+        error_prepend(errp, "sf-agent-reply: ");
+        return;
+    }
+    id.realtime_ns = cpu_to_le64(g_get_real_time() * 1000);
+    if (p) {
+        memset(p, 0, sizeof(*p));
+    }
+    sf_agent_drop_inherited(s);
+    sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp);
+}
+
+static void sf_agent_reply_clone_exited(SfAgentPort *s,
+                                        const SfAgentReplyCloneExited *a,
+                                        Error **errp)
+{
+    SfAgentExited ex = { 0 };
+
+    if (a->clone_id < 1) {
+        error_setg(errp, "sf-agent-reply: 'clone-id' must be 1 or more");
+        return;
+    }
+    ex.ticket = cpu_to_le64(a->ticket);
+    ex.clone_id = cpu_to_le32(a->clone_id);
+    ex.status = cpu_to_le32(a->status);
+    ex.how = cpu_to_le32(a->how);
+    sf_agent_send(s, SF_AGENT_EXITED, 0, &ex, sizeof(ex), errp);
+}
+
+/*
+ * Which members go with which kind is the schema's business (a union on
+ * kind): here only values are checked.
+ */
+void qmp_sf_agent_reply(SfAgentReply *arg, Error **errp)
+{
+    SfAgentPort *s = sf_agent_port;
 
     if (!s) {
         error_setg(errp, "this VM has no %s", TYPE_SF_AGENT_PORT);
         return;
     }
-    if (has_request) {
-        if (kind == SF_AGENT_REPLY_KIND_CLONE_EXITED) {
-            error_setg(errp, "sf-agent-reply: kind 'clone-exited' is never "
-                       "an answer; omit 'request'");
-            return;
-        }
-        p = sf_agent_find(s, request);
-        if (!p) {
-            error_setg(errp, "sf-agent-reply: request %" PRIu32 " is not "
-                       "pending", request);
-            return;
-        }
-        seq = p->seq;
-    }
-
-    switch (kind) {
-    case SF_AGENT_REPLY_KIND_RESULT: {
-        SfAgentResult r;
-
-        if (!p) {
-            error_setg(errp, "sf-agent-reply: kind 'result' needs "
-                       "'request'");
-            return;
-        }
-        if (!sf_agent_unused(kname, identity_args, "clone-id, generation, "
-                             "mac, ip, prefix or hostname", errp) ||
-            !sf_agent_unused(kname, has_ticket, "ticket", errp) ||
-            !sf_agent_unused(kname, has_status || has_how, "status or how",
-                             errp)) {
-            return;
-        }
-        if (has_error && error < 0) {
-            error_setg(errp, "sf-agent-reply: 'error' must be 0 or a "
-                       "positive errno value");
-            return;
-        }
-        r.error = cpu_to_le32(has_error ? error : 0);
-        r.count = cpu_to_le32(count);
-        r.value = cpu_to_le64(value);
-        /*
-         * The request is answered even if the guest cannot take the
-         * answer: otherwise a guest that never reads would keep its
-         * pending slots forever.
-         */
-        memset(p, 0, sizeof(*p));
-        sf_agent_send(s, SF_AGENT_RESULT, seq, &r, sizeof(r), errp);
-        return;
-    }
-    case SF_AGENT_REPLY_KIND_IDENTITY: {
-        SfAgentIdentity id = { 0 };
-        uint8_t macb[6];
-        struct in_addr addr;
-
-        if (p && p->type != SF_AGENT_CLONE &&
-            p->type != SF_AGENT_CHECKPOINT) {
-            error_setg(errp, "sf-agent-reply: request %" PRIu32 " is a "
-                       "%s request; an identity answers clone or "
-                       "checkpoint", request, sf_agent_type_name(p->type));
-            return;
-        }
-        if (!sf_agent_unused(kname, has_error || has_count || has_value,
-                             "error, count or value", errp) ||
-            !sf_agent_unused(kname, has_status || has_how, "status or how",
-                             errp)) {
-            return;
-        }
-        if (!has_clone_id || clone_id < 1) {
-            error_setg(errp, "sf-agent-reply: kind 'identity' needs "
-                       "'clone-id' >= 1");
-            return;
-        }
-        if (!has_generation || generation < 1) {
-            error_setg(errp, "sf-agent-reply: kind 'identity' needs "
-                       "'generation' >= 1");
-            return;
-        }
-        if (mac && !sf_agent_parse_mac(mac, macb)) {
-            error_setg(errp, "sf-agent-reply: 'mac' must be a unicast "
-                       "address like 52:54:00:12:34:56, not '%s'", mac);
-            return;
-        }
-        if (!ip != !has_prefix) {
-            error_setg(errp, "sf-agent-reply: 'ip' and 'prefix' go "
-                       "together");
-            return;
-        }
-        if (ip && inet_pton(AF_INET, ip, &addr) != 1) {
-            error_setg(errp, "sf-agent-reply: 'ip' must be an IPv4 "
-                       "address like 10.0.2.15, not '%s'", ip);
-            return;
-        }
-        if (has_prefix && (prefix < 1 || prefix > 32)) {
-            error_setg(errp, "sf-agent-reply: 'prefix' must be 1 to 32");
-            return;
-        }
-        if (hostname && !sf_agent_hostname_ok(hostname)) {
-            error_setg(errp, "sf-agent-reply: 'hostname' must be 1 to %d "
-                       "of A-Z a-z 0-9 . -", SF_AGENT_HOSTNAME_LEN - 1);
-            return;
-        }
-        id.clone_id = cpu_to_le32(clone_id);
-        id.generation = cpu_to_le32(generation);
-        id.ticket = cpu_to_le64(ticket);
-        if (mac) {
-            memcpy(id.mac, macb, sizeof(id.mac));
-        }
-        if (ip) {
-            memcpy(id.ipv4, &addr, sizeof(id.ipv4));
-            id.prefix = prefix;
-        }
-        if (hostname) {
-            memcpy(id.hostname, hostname, strlen(hostname));
-        }
-        /*
-         * From the host, not from the guest's RNG: a clone's RNG state is
-         * its parent's (and with -seed, every run's), which is exactly
-         * what this entropy is there to break.
-         */
-        if (qcrypto_random_bytes(id.entropy, sizeof(id.entropy), errp)) {
-            error_prepend(errp, "sf-agent-reply: ");
-            return;
-        }
-        id.realtime_ns = cpu_to_le64(g_get_real_time() * 1000);
-        if (p) {
-            memset(p, 0, sizeof(*p));
-        }
-        sf_agent_drop_inherited(s);
-        sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp);
-        return;
-    }
-    case SF_AGENT_REPLY_KIND_CLONE_EXITED: {
-        SfAgentExited ex = { 0 };
-
-        if (!sf_agent_unused(kname, has_error || has_count || has_value,
-                             "error, count or value", errp) ||
-            !sf_agent_unused(kname, has_generation || mac || ip ||
-                             has_prefix || hostname,
-                             "generation, mac, ip, prefix or hostname",
-                             errp)) {
-            return;
-        }
-        if (!has_clone_id || clone_id < 1) {
-            error_setg(errp, "sf-agent-reply: kind 'clone-exited' needs "
-                       "'clone-id' >= 1");
-            return;
-        }
-        if (!has_how) {
-            error_setg(errp, "sf-agent-reply: kind 'clone-exited' needs "
-                       "'how'");
-            return;
-        }
-        ex.ticket = cpu_to_le64(ticket);
-        ex.clone_id = cpu_to_le32(clone_id);
-        ex.status = cpu_to_le32(status);
-        ex.how = cpu_to_le32(how);
-        sf_agent_send(s, SF_AGENT_EXITED, 0, &ex, sizeof(ex), errp);
-        return;
-    }
+    switch (arg->kind) {
+    case SF_AGENT_REPLY_KIND_RESULT:
+        sf_agent_reply_result(s, &arg->u.result, errp);
+        break;
+    case SF_AGENT_REPLY_KIND_IDENTITY:
+        sf_agent_reply_identity(s, &arg->u.identity, errp);
+        break;
+    case SF_AGENT_REPLY_KIND_CLONE_EXITED:
+        sf_agent_reply_clone_exited(s, &arg->u.clone_exited, errp);
+        break;
     default:
         g_assert_not_reached();
     }

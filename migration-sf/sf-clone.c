@@ -6,14 +6,20 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  *   qemu-system-x86_64 <parent's machine options> \
+ *       -object secret,id=SID,file=DIR/secret,format=raw \
  *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
- *               secret=HEX,clone-id=N[,prefetch=on|off][,retry-ms=MS]
+ *               secret-id=SID,clone-id=N[,prefetch=on|off][,retry-ms=MS]
  *               [,mac=52:54:00:xx:xx:xx]
  *
+ * The fork secret comes from a QEMU secret object (crypto/secret.c), never
+ * from the command line: /proc/PID/cmdline is readable by every local
+ * user, and the secret lets whoever holds it read the parent's memory.
+ *
  * Sequence:
- *   1. complete(): read and validate the descriptor; put the VM in the
- *      INMIGRATE run state, as -incoming does, so machine reset does not
- *      write ROM images into guest RAM and vl.c does not start the vCPUs.
+ *   1. complete(): read the secret and the descriptor and validate them;
+ *      put the VM in the INMIGRATE run state, as -incoming does, so machine
+ *      reset does not write ROM images into guest RAM and vl.c does not
+ *      start the vCPUs.
  *   2. machine-init-done, then (after reset) a bottom half in the main loop:
  *      match the RAM blocks against the descriptor, arm lazy RAM
  *      (sf-lazyram.c) - before device state loads, because virtio_load()
@@ -33,6 +39,7 @@
 #include "qapi/qapi-commands-sf.h"
 #include "qapi/qapi-events-sf.h"
 #include "qom/object_interfaces.h"
+#include "crypto/secret_common.h"
 #include "hw/boards.h"
 #include "io/channel-buffer.h"
 #include "migration/qemu-file.h"
@@ -56,18 +63,18 @@ OBJECT_DECLARE_SIMPLE_TYPE(SfClone, SF_CLONE)
 struct SfClone {
     Object parent_obj;
 
-    /* Properties */
+    /*
+     * Properties.  Those lazy RAM needs are stored in its configuration
+     * directly (server, clone-id, prefetch, retry-ms; the secret and fork
+     * id are added by complete()), which it keeps for the clone's life.
+     */
     char *descriptor_path;
-    char *server;
-    char *secret_hex;
-    uint32_t clone_id;
-    bool prefetch;
-    uint32_t retry_ms;
+    char *secret_id;
     char *mac_str;
+    SfLazyRamConfig cfg;
 
     SfDescriptor *desc;
     uint8_t mac[6];
-    uint8_t secret[SF_WIRE_SECRET_LEN];
     SfLazyRam *lazy;
     Notifier machine_done;
     int64_t spawn_ns;            /* when the launcher started us, or 0 */
@@ -102,6 +109,7 @@ static int64_t sf_clone_process_start_ns(SfClone *s)
     g_autofree char *stat = NULL;
     unsigned long long start_ticks;
     struct timespec boot;
+    int64_t now_boot, age;
     const char *p;
 
     if (s->spawn_ns) {
@@ -117,9 +125,9 @@ static int64_t sf_clone_process_start_ns(SfClone *s)
         return 0;
     }
     clock_gettime(CLOCK_BOOTTIME, &boot);
-    int64_t now_boot = boot.tv_sec * 1000000000LL + boot.tv_nsec;
-    int64_t age = now_boot -
-                  (int64_t)start_ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
+    now_boot = boot.tv_sec * 1000000000LL + boot.tv_nsec;
+    age = now_boot -
+          (int64_t)start_ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
     return g_get_monotonic_time() * 1000 - age;
 }
 
@@ -130,7 +138,7 @@ static void sf_clone_lazy_failed(const char *reason, void *opaque)
     SfClone *s = opaque;
 
     error_report("sf-clone: clone %u of fork %" PRIu64 " stops: %s",
-                 s->clone_id, s->desc->fork_id, reason);
+                 s->cfg.clone_id, s->desc->fork_id, reason);
     /*
      * Emitted from the fault thread itself, not from a bottom half: the
      * main loop may be blocked for good behind a vCPU that faulted on a
@@ -138,7 +146,8 @@ static void sf_clone_lazy_failed(const char *reason, void *opaque)
      * and events may be sent from any thread (migration and block jobs
      * do).  The QMP write is synchronous.
      */
-    qapi_event_send_sf_clone_failed(s->clone_id, s->desc->fork_id, reason);
+    qapi_event_send_sf_clone_failed(s->cfg.clone_id, s->desc->fork_id,
+                                    reason);
     /*
      * vCPUs may be blocked on pages that will never come, so an orderly
      * shutdown (which pauses them) cannot finish.  Exit now; the kernel
@@ -154,7 +163,7 @@ static void sf_clone_complete_bh(void *opaque)
     SfLazyRamStats st;
 
     sf_lazyram_get_stats(s->lazy, &st);
-    qapi_event_send_sf_clone_complete(s->clone_id, s->desc->fork_id,
+    qapi_event_send_sf_clone_complete(s->cfg.clone_id, s->desc->fork_id,
                                       st.pages_fetched, st.zero_pages);
 }
 
@@ -258,17 +267,7 @@ static void sf_clone_start_bh(void *opaque)
     Error *err = NULL;
     g_autofree SfLazyBlock *blocks = NULL;
     MachineClass *mc = MACHINE_GET_CLASS(current_machine);
-    SfLazyRamConfig cfg = {
-        .server = s->server,
-        .fork_id = s->desc->fork_id,
-        .clone_id = s->clone_id,
-        .prefetch = s->prefetch,
-        .retry_ms = s->retry_ms,
-        .failed = sf_clone_lazy_failed,
-        .complete = sf_clone_lazy_complete,
-        .opaque = s,
-    };
-    int64_t t0;
+    int64_t t0, start_ns;
 
     if (strcmp(mc->name, s->desc->machine)) {
         error_setg(&err, "the fork is of a '%s' machine, this VM is '%s'",
@@ -279,8 +278,7 @@ static void sf_clone_start_bh(void *opaque)
     if (!blocks) {
         goto fail;
     }
-    memcpy(cfg.secret, s->secret, sizeof(cfg.secret));
-    s->lazy = sf_lazyram_start(blocks, s->desc->nblocks, &cfg, &err);
+    s->lazy = sf_lazyram_start(blocks, s->desc->nblocks, &s->cfg, &err);
     if (!s->lazy) {
         goto fail;
     }
@@ -292,7 +290,7 @@ static void sf_clone_start_bh(void *opaque)
     s->load_us = g_get_monotonic_time() - t0;
     trace_sf_clone_loaded(s->desc->devstate_len, s->load_us);
 
-    sf_identity_apply(s->desc->fork_id, s->clone_id,
+    sf_identity_apply(s->desc->fork_id, s->cfg.clone_id,
                       s->mac_str ? s->mac : NULL);
 
     if (autostart) {
@@ -300,19 +298,19 @@ static void sf_clone_start_bh(void *opaque)
     } else {
         runstate_set(RUN_STATE_PAUSED);
     }
-    int64_t start_ns = sf_clone_process_start_ns(s);
+    start_ns = sf_clone_process_start_ns(s);
     s->start_to_run_us = start_ns ?
         (g_get_monotonic_time() * 1000 - start_ns) / 1000 : 0;
     info_report("sf-clone: clone %u of fork %" PRIu64 " running "
                 "(%" PRId64 " us after start, device state loaded in %"
-                PRId64 " us)", s->clone_id, s->desc->fork_id,
+                PRId64 " us)", s->cfg.clone_id, s->desc->fork_id,
                 s->start_to_run_us, s->load_us);
     return;
 
 fail:
     error_reportf_err(err, "sf-clone: clone %u of fork %" PRIu64 ": ",
-                      s->clone_id, s->desc->fork_id);
-    qapi_event_send_sf_clone_failed(s->clone_id, s->desc->fork_id,
+                      s->cfg.clone_id, s->desc->fork_id);
+    qapi_event_send_sf_clone_failed(s->cfg.clone_id, s->desc->fork_id,
                                     "clone could not start; see its log");
     exit(EXIT_FAILURE);
 }
@@ -325,6 +323,52 @@ static void sf_clone_machine_done(Notifier *n, void *data)
     aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_start_bh, s);
 }
 
+/*
+ * A clone vm-fork launched into its own directory removes its log at a
+ * clean exit (SNOWFLOCK_CLONE_LOG, set by sf-launch.c), and the fork's
+ * directories if that empties them: its parent may be gone by then.  A
+ * clean exit is a shutdown that was asked for, not a guest panic; a clone
+ * that fails (_exit in sf_clone_lazy_failed(), exit() when it cannot
+ * start) keeps its log, and its parent says where.
+ */
+static char *sf_clone_log;
+static bool sf_clone_clean_exit;
+
+static void sf_clone_on_shutdown(Notifier *n, void *data)
+{
+    ShutdownCause *cause = data;
+
+    sf_clone_clean_exit = *cause != SHUTDOWN_CAUSE_GUEST_PANIC;
+}
+
+static void sf_clone_on_exit(Notifier *n, void *data)
+{
+    g_autofree char *dir = NULL;
+    g_autofree char *run_dir = NULL;
+
+    if (!sf_clone_clean_exit) {
+        return;
+    }
+    dir = g_path_get_dirname(sf_clone_log);
+    run_dir = g_path_get_dirname(dir);
+    unlink(sf_clone_log);
+    rmdir(dir);
+    rmdir(run_dir);
+}
+
+static void sf_clone_own_log(void)
+{
+    static Notifier shutdown = { .notify = sf_clone_on_shutdown };
+    static Notifier exit = { .notify = sf_clone_on_exit };
+    const char *log = g_getenv("SNOWFLOCK_CLONE_LOG");
+
+    if (log && g_path_is_absolute(log)) {
+        sf_clone_log = g_strdup(log);
+        qemu_register_shutdown_notifier(&shutdown);
+        qemu_add_exit_notifier(&exit);
+    }
+}
+
 /* --- QOM --------------------------------------------------------------- */
 
 static bool sf_clone_parse_mac(const char *str, uint8_t mac[6])
@@ -334,6 +378,30 @@ static bool sf_clone_parse_mac(const char *str, uint8_t mac[6])
     return sscanf(str, "%2hhx:%2hhx:%2hhx:%2hhx:%2hhx:%2hhx%n", &mac[0],
                   &mac[1], &mac[2], &mac[3], &mac[4], &mac[5], &end) == 6 &&
            end == 17 && str[end] == '\0';
+}
+
+/* The fork secret, from the secret object named by secret-id. */
+static bool sf_clone_read_secret(SfClone *s, Error **errp)
+{
+    g_autofree uint8_t *data = NULL;
+    size_t len = 0;
+    bool ok;
+
+    if (qcrypto_secret_lookup(s->secret_id, &data, &len, errp) < 0) {
+        error_prepend(errp, "sf-clone: secret-id: ");
+        return false;
+    }
+    ok = len == SF_WIRE_SECRET_LEN;
+    if (ok) {
+        memcpy(s->cfg.secret, data, SF_WIRE_SECRET_LEN);
+    } else {
+        error_setg(errp, "sf-clone: secret '%s' holds %zu bytes; a fork "
+                   "secret is %d (the file vm-fork wrote, format=raw)",
+                   s->secret_id, len, SF_WIRE_SECRET_LEN);
+    }
+    /* Our copy is in cfg; leave none on the heap. */
+    memset(data, 0, len);
+    return ok;
 }
 
 static void sf_clone_complete(UserCreatable *uc, Error **errp)
@@ -351,17 +419,16 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    "(a running VM cannot become a clone)");
         return;
     }
-    if (!s->descriptor_path || !s->server || !s->secret_hex) {
-        error_setg(errp, "sf-clone needs descriptor, server and secret");
+    if (!s->descriptor_path || !s->cfg.server || !s->secret_id) {
+        error_setg(errp, "sf-clone needs descriptor, server and secret-id");
         return;
     }
-    if (s->clone_id == 0) {
+    if (s->cfg.clone_id == 0) {
         error_setg(errp, "sf-clone: clone-id must be 1 or more");
         return;
     }
-    if (!sf_wire_secret_parse(s->secret_hex, s->secret)) {
-        error_setg(errp, "sf-clone: secret must be %d hex digits",
-                   2 * SF_WIRE_SECRET_LEN);
+    if (s->cfg.retry_ms > INT_MAX) {
+        error_setg(errp, "sf-clone: retry-ms must be at most %d", INT_MAX);
         return;
     }
     if (s->mac_str && (!sf_clone_parse_mac(s->mac_str, s->mac) ||
@@ -370,9 +437,12 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    s->mac_str);
         return;
     }
-    if (!sf_transport_lookup(s->server)) {
+    if (!sf_transport_lookup(s->cfg.server)) {
         error_setg(errp, "sf-clone: server '%s' is not unix:PATH or "
-                   "tcp:HOST:PORT", s->server);
+                   "tcp:HOST:PORT", s->cfg.server);
+        return;
+    }
+    if (!sf_clone_read_secret(s, errp)) {
         return;
     }
     s->desc = sf_descriptor_read(s->descriptor_path, &gerr);
@@ -385,10 +455,12 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    s->desc->page_size, qemu_real_host_page_size());
         goto fail;
     }
+    s->cfg.fork_id = s->desc->fork_id;
     spawn = g_getenv("SNOWFLOCK_SPAWN_NS");
     if (spawn) {
         s->spawn_ns = g_ascii_strtoll(spawn, NULL, 10);
     }
+    sf_clone_own_log();
 
     /* Like -incoming: no ROM reset into RAM, no vCPU start by vl.c. */
     runstate_set(RUN_STATE_INMIGRATE);
@@ -407,7 +479,7 @@ static bool sf_clone_can_be_deleted(UserCreatable *uc)
     return false;    /* the clone's memory depends on it for its life */
 }
 
-#define SF_CLONE_STR_PROP(field, name)                                      \
+#define SF_CLONE_STR_PROP(field)                                            \
     static char *sf_clone_get_##field(Object *obj, Error **errp)            \
     {                                                                       \
         return g_strdup(SF_CLONE(obj)->field);                              \
@@ -420,21 +492,38 @@ static bool sf_clone_can_be_deleted(UserCreatable *uc)
         s->field = g_strdup(v);                                             \
     }
 
-SF_CLONE_STR_PROP(descriptor_path, "descriptor")
-SF_CLONE_STR_PROP(server, "server")
-SF_CLONE_STR_PROP(secret_hex, "secret")
-SF_CLONE_STR_PROP(mac_str, "mac")
+SF_CLONE_STR_PROP(descriptor_path)
+SF_CLONE_STR_PROP(secret_id)
+SF_CLONE_STR_PROP(mac_str)
 
-static void sf_clone_get_u32(Object *obj, Visitor *v, const char *name,
-                             void *opaque, Error **errp)
+static char *sf_clone_get_server(Object *obj, Error **errp)
 {
-    uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
-
-    visit_type_uint32(v, name, field, errp);
+    return g_strdup(SF_CLONE(obj)->cfg.server);
 }
 
-static void sf_clone_set_u32(Object *obj, Visitor *v, const char *name,
-                             void *opaque, Error **errp)
+static void sf_clone_set_server(Object *obj, const char *v, Error **errp)
+{
+    SfClone *s = SF_CLONE(obj);
+
+    g_free((char *)s->cfg.server);
+    s->cfg.server = g_strdup(v);
+}
+
+/*
+ * The fork secret used to be a property; it is refused by name so that a
+ * command line written for that sees why, rather than "not found".
+ */
+static void sf_clone_set_secret(Object *obj, const char *v, Error **errp)
+{
+    error_setg(errp, "sf-clone: 'secret' was removed: it put the fork "
+               "secret on the command line, readable by every local user. "
+               "Give it as -object secret,id=ID,file=PATH,format=raw and "
+               "secret-id=ID (vm-fork's clone-args do)");
+}
+
+/* One accessor for get and set: the visitor's direction decides. */
+static void sf_clone_visit_u32(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
 {
     uint32_t *field = (uint32_t *)((char *)obj + (uintptr_t)opaque);
 
@@ -443,20 +532,23 @@ static void sf_clone_set_u32(Object *obj, Visitor *v, const char *name,
 
 static bool sf_clone_get_prefetch(Object *obj, Error **errp)
 {
-    return SF_CLONE(obj)->prefetch;
+    return SF_CLONE(obj)->cfg.prefetch;
 }
 
 static void sf_clone_set_prefetch(Object *obj, bool v, Error **errp)
 {
-    SF_CLONE(obj)->prefetch = v;
+    SF_CLONE(obj)->cfg.prefetch = v;
 }
 
 static void sf_clone_init(Object *obj)
 {
     SfClone *s = SF_CLONE(obj);
 
-    s->prefetch = true;
-    s->retry_ms = 5000;
+    s->cfg.prefetch = true;
+    s->cfg.retry_ms = 5000;
+    s->cfg.failed = sf_clone_lazy_failed;
+    s->cfg.complete = sf_clone_lazy_complete;
+    s->cfg.opaque = s;
 }
 
 static void sf_clone_class_init(ObjectClass *oc, void *data)
@@ -475,18 +567,22 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                                   sf_clone_set_server);
     object_class_property_set_description(oc, "server",
         "page server endpoint, unix:PATH or tcp:HOST:PORT");
-    object_class_property_add_str(oc, "secret", sf_clone_get_secret_hex,
-                                  sf_clone_set_secret_hex);
+    object_class_property_add_str(oc, "secret-id", sf_clone_get_secret_id,
+                                  sf_clone_set_secret_id);
+    object_class_property_set_description(oc, "secret-id",
+        "id of the secret object holding the fork's 16-byte secret");
+    object_class_property_add_str(oc, "secret", NULL, sf_clone_set_secret);
     object_class_property_set_description(oc, "secret",
-        "the fork's secret, 32 hex digits");
-    object_class_property_add(oc, "clone-id", "uint32", sf_clone_get_u32,
-                              sf_clone_set_u32, NULL,
-                              (void *)offsetof(SfClone, clone_id));
+        "removed (it leaked the secret through the command line); "
+        "use secret-id");
+    object_class_property_add(oc, "clone-id", "uint32", sf_clone_visit_u32,
+                              sf_clone_visit_u32, NULL,
+                              (void *)offsetof(SfClone, cfg.clone_id));
     object_class_property_set_description(oc, "clone-id",
         "this clone's id, 1..N");
-    object_class_property_add(oc, "retry-ms", "uint32", sf_clone_get_u32,
-                              sf_clone_set_u32, NULL,
-                              (void *)offsetof(SfClone, retry_ms));
+    object_class_property_add(oc, "retry-ms", "uint32", sf_clone_visit_u32,
+                              sf_clone_visit_u32, NULL,
+                              (void *)offsetof(SfClone, cfg.retry_ms));
     object_class_property_set_description(oc, "retry-ms",
         "how long to retry an unreachable page server before stopping");
     object_class_property_add_str(oc, "mac", sf_clone_get_mac_str,
@@ -520,36 +616,41 @@ type_init(sf_clone_register_types);
 
 /* --- QMP --------------------------------------------------------------- */
 
-SfCloneStats *qmp_query_sf_clone(Error **errp)
+SfCloneStatus *qmp_query_sf_clone(Error **errp)
 {
     SfClone *s = sf_clone_singleton;
-    SfCloneStats *r;
+    SfCloneStatus *r = g_new0(SfCloneStatus, 1);
     SfLazyRamStats st = { 0 };
+    SfCloneStats *c;
 
     if (!s) {
-        error_setg(errp, "this QEMU is not a clone");
-        return NULL;
+        r->state = SF_CLONE_MEMORY_STATE_NOT_A_CLONE;
+        return r;
     }
     if (s->lazy) {
         sf_lazyram_get_stats(s->lazy, &st);
     }
-    r = g_new0(SfCloneStats, 1);
-    r->clone_id = s->clone_id;
-    r->fork_id = s->desc->fork_id;
-    r->state = g_strdup(st.failed ? "failed" :
-                        st.complete ? "complete" : "fetching");
-    r->prefetch = s->prefetch;
-    r->pages_total = st.pages_total;
-    r->pages_present = st.pages_present;
-    r->pages_fetched = st.pages_fetched;
-    r->zero_pages = st.zero_pages;
-    r->pushed_pages = st.pushed_pages;
-    r->bytes = st.bytes;
-    r->faults = st.faults;
-    r->fault_p50_us = st.fault_p50_us;
-    r->fault_p99_us = st.fault_p99_us;
-    r->reconnects = st.reconnects;
-    r->start_to_run_us = s->start_to_run_us;
-    r->load_us = s->load_us;
+    r->state = st.failed ? SF_CLONE_MEMORY_STATE_FAILED :
+               st.complete ? SF_CLONE_MEMORY_STATE_COMPLETE :
+               SF_CLONE_MEMORY_STATE_FETCHING;
+    /* Every clone branch is an SfCloneStats: fill whichever is active. */
+    c = r->state == SF_CLONE_MEMORY_STATE_FAILED ? &r->u.failed :
+        r->state == SF_CLONE_MEMORY_STATE_COMPLETE ? &r->u.complete :
+        &r->u.fetching;
+    c->clone_id = s->cfg.clone_id;
+    c->fork_id = s->desc->fork_id;
+    c->prefetch = s->cfg.prefetch;
+    c->pages_total = st.pages_total;
+    c->pages_present = st.pages_present;
+    c->pages_fetched = st.pages_fetched;
+    c->zero_pages = st.zero_pages;
+    c->pushed_pages = st.pushed_pages;
+    c->bytes = st.bytes;
+    c->faults = st.faults;
+    c->fault_p50_us = st.fault_p50_us;
+    c->fault_p99_us = st.fault_p99_us;
+    c->reconnects = st.reconnects;
+    c->start_to_run_us = s->start_to_run_us;
+    c->load_us = s->load_us;
     return r;
 }

@@ -4,15 +4,25 @@
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * qmp_vm_fork():
- *   1. checks (arguments, no migration, private 4 KiB-page RAM, and when
- *      this VM is itself a clone, all of its memory present) and prepares
- *      what needs no pause: directory, page server listener, secret;
- *   2. pauses the guest, saves CPU and device state without RAM
- *      (qemu_save_device_state), records the RAM block table;
- *   3. forks the page server (sf-freeze.c): RAM is frozen copy-on-write;
- *   4. resumes the guest: the pause is steps 2-3;
- *   5. writes the descriptor atomically and starts the local clones.
+ * qmp_vm_fork() takes one SfForkJob through its steps, a function each:
+ *
+ *   check       arguments, run state, guest RAM, the descriptor-to-be, the
+ *               command line launched clones get: all that can be known
+ *               without acting, so a refusal costs nothing
+ *   directory, secret, log, listen
+ *               what needs no pause
+ *   save        pause the guest, save CPU and device state without RAM
+ *               (qemu_save_device_state), record the RAM block table
+ *   freeze      fork the page server (sf-freeze.c): RAM is frozen
+ *               copy-on-write; then resume: the pause is save + freeze
+ *   descriptor  written atomically
+ *   launch      the local clones, all of them or none
+ *
+ * then records the fork (sf-forks.c: its processes' ends, query-sf-forks)
+ * and answers.  A failure at any step undoes every earlier one
+ * (sf_fork_job_undo): no page server, clone, file, socket or record is
+ * left, and the error names the step.  Tests make each acting step fail
+ * on purpose (sf-fault.c) to prove it.
  */
 
 #include "qemu/osdep.h"
@@ -20,10 +30,6 @@
 #include "qemu/rcu.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-sf.h"
-#include "qapi/qapi-events-sf.h"
-#include "qobject/qdict.h"
-#include "qobject/qlist.h"
-#include "qobject/qjson.h"
 #include "hw/boards.h"
 #include "io/channel-buffer.h"
 #include "migration/qemu-file.h"
@@ -35,8 +41,12 @@
 #include "system/runstate.h"
 #include "system/system.h"
 #include "sf-clone.h"
+#include "sf-fault.h"
+#include "sf-forkdir.h"
+#include "sf-forks.h"
 #include "sf-freeze.h"
 #include "sf-launch.h"
+#include "lib/sf-clone-args.h"
 #include "lib/sf-descriptor.h"
 #include "lib/sf-transport.h"
 #include "trace.h"
@@ -45,83 +55,113 @@
 
 #define SF_MAX_CLONES 64
 
-typedef struct SfForkRecord SfForkRecord;
+/* One vm-fork call, from its arguments to its answer. */
+typedef struct SfForkJob {
+    /* Arguments, defaults applied. */
+    int64_t clones;
+    bool launch;
+    bool prefetch;
+    int idle_timeout_ms;         /* < 0 never, 0 the page server's default */
+    const char *dir_arg;
+    const char *listen_arg;
 
-typedef struct SfLaunchedClone {
-    SfForkRecord *fork;
-    uint32_t clone_id;
-    pid_t pid;
-} SfLaunchedClone;
-
-struct SfForkRecord {
-    uint64_t id;
-    char *dir;
-    char *server;
-    char *stats_path;
-    char *unix_path;             /* the server's socket, for cleanup */
+    char **own_argv;             /* when launching */
+    unsigned seq;                /* this QEMU's fork number */
+    /* The page server's configuration: it reads this copy, in the child. */
+    SfPageServerConfig ps;
+    char *log_prefix;
+    char *secret_id;
+    SfForkDir *dir;
+    SfListener *listener;
+    char *endpoint;              /* the listener's, with the real port */
+    int log_fd;
+    int stats_pipe[2];
+    GArray *blocks;              /* SfBlockInfo, descriptor order */
+    GPtrArray *hosts;            /* their host addresses */
+    GByteArray *devstate;
+    bool was_running;
     pid_t server_pid;
-    bool server_alive;
-};
+    int64_t t0, t_saved, t_forked, t_resumed;
+    GArray *clone_pids;          /* pid_t of the clones launched so far */
+    SfCloneLaunchList *launched;
+    SfCloneLaunchList **launched_tail;
+} SfForkJob;
 
-static GList *sf_forks;          /* SfForkRecord, BQL */
+/* This QEMU's forks so far (BQL): fork-<n> directories, clone suffixes. */
 static unsigned sf_fork_seq;
 
-static int sf_wait_status(int status)
+/* --- the job ------------------------------------------------------------- */
+
+static SfForkJob *sf_fork_job_new(void)
 {
-    return WIFEXITED(status) ? WEXITSTATUS(status) :
-           WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    SfForkJob *job = g_new0(SfForkJob, 1);
+
+    job->log_fd = -1;
+    job->stats_pipe[0] = job->stats_pipe[1] = -1;
+    job->blocks = g_array_new(false, true, sizeof(SfBlockInfo));
+    job->hosts = g_ptr_array_new();
+    job->devstate = g_byte_array_new();
+    job->clone_pids = g_array_new(false, false, sizeof(pid_t));
+    job->launched_tail = &job->launched;
+    return job;
 }
 
-static void sf_server_exited(GPid pid, gint status, gpointer opaque)
+static void sf_fork_job_free(SfForkJob *job)
 {
-    SfForkRecord *rec = opaque;
-
-    trace_sf_fork_child_exited(pid, status);
-    rec->server_alive = false;
-    /* A server that was killed could not remove its socket: do it. */
-    if (WIFSIGNALED(status) && rec->unix_path) {
-        unlink(rec->unix_path);
+    /* The secret leaves no copy behind on the heap. */
+    memset(job->ps.secret, 0, sizeof(job->ps.secret));
+    g_strfreev(job->own_argv);
+    g_free(job->log_prefix);
+    g_free(job->secret_id);
+    sf_forkdir_free(job->dir);
+    sf_listener_close(job->listener);
+    g_free(job->endpoint);
+    for (int i = 0; i < 2; i++) {
+        if (job->stats_pipe[i] >= 0) {
+            close(job->stats_pipe[i]);
+        }
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status)) {
-        warn_report("vm-fork: page server of fork %" PRIx64 " (pid %d) "
-                    "ended with status 0x%x; see %s/pageserver.log",
-                    rec->id, pid, status, rec->dir);
+    if (job->log_fd >= 0) {
+        close(job->log_fd);
     }
-    g_spawn_close_pid(pid);
+    g_array_free(job->blocks, true);
+    g_ptr_array_free(job->hosts, true);
+    g_byte_array_free(job->devstate, true);
+    g_array_free(job->clone_pids, true);
+    qapi_free_SfCloneLaunchList(job->launched);
+    g_free(job);
 }
 
-static void sf_clone_exited(GPid pid, gint status, gpointer opaque)
-{
-    SfLaunchedClone *c = opaque;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SfForkJob, sf_fork_job_free)
 
-    trace_sf_fork_child_exited(pid, status);
-    qapi_event_send_sf_clone_exited(c->fork->id, c->clone_id, pid,
-                                    sf_wait_status(status));
-    g_spawn_close_pid(pid);
-    g_free(c);
+static void sf_fork_kill(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        /* retry */
+    }
 }
 
-static char **sf_own_argv(Error **errp)
+/* A step failed: take back every earlier one. */
+static void sf_fork_job_undo(SfForkJob *job)
 {
-    g_autofree char *cmdline = NULL;
-    gsize len;
-    GPtrArray *args;
-
-    if (!g_file_get_contents("/proc/self/cmdline", &cmdline, &len, NULL) ||
-        !len) {
-        error_setg(errp, "cannot read this QEMU's command line");
-        return NULL;
+    for (guint i = 0; i < job->clone_pids->len; i++) {
+        sf_fork_kill(g_array_index(job->clone_pids, pid_t, i));
     }
-    args = g_ptr_array_new();
-    for (gsize off = 0; off < len; off += strlen(cmdline + off) + 1) {
-        g_ptr_array_add(args, g_strdup(cmdline + off));
+    if (job->server_pid > 0) {
+        sf_fork_kill(job->server_pid);
     }
-    g_ptr_array_add(args, NULL);
-    return (char **)g_ptr_array_free(args, false);
+    g_clear_pointer(&job->listener, sf_listener_close);
+    if (job->dir) {
+        sf_forkdir_abandon(job->dir, job->clone_pids->len);
+    }
 }
 
-/* Record the RAM blocks the page server will serve, in a fixed order. */
-static bool sf_collect_blocks(GArray *blocks, GPtrArray *hosts, Error **errp)
+/* --- check: everything that can be known before acting ----------------- */
+
+/* The RAM blocks the page server will serve, in a fixed order. */
+static bool sf_fork_collect_blocks(GArray *blocks, GPtrArray *hosts,
+                                   Error **errp)
 {
     RAMBlock *rb;
 
@@ -149,7 +189,165 @@ static bool sf_collect_blocks(GArray *blocks, GPtrArray *hosts, Error **errp)
     return true;
 }
 
-static bool sf_save_devices(GByteArray *out, Error **errp)
+static void sf_fork_fill_descriptor(SfForkJob *job, SfDescriptor *desc)
+{
+    memset(desc, 0, sizeof(*desc));
+    desc->version = SF_DESC_VERSION;
+    desc->fork_id = job->ps.fork_id;
+    desc->created_ns = g_get_real_time() * 1000;
+    desc->page_size = qemu_real_host_page_size();
+    desc->machine = (char *)MACHINE_GET_CLASS(current_machine)->name;
+    desc->vm_name = (char *)(qemu_name ? qemu_name : "");
+    desc->nblocks = job->blocks->len;
+    desc->blocks = (SfBlockInfo *)job->blocks->data;
+    desc->devstate = job->devstate->data;
+    desc->devstate_len = job->devstate->len;
+}
+
+static bool sf_fork_check_ram(SfForkJob *job, Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    SfDescriptor desc;
+
+    if (!sf_fork_collect_blocks(job->blocks, job->hosts, errp)) {
+        return false;
+    }
+    if (!job->blocks->len) {
+        error_setg(errp, "vm-fork: this VM has no guest RAM to fork "
+                   "(machine '%s')",
+                   MACHINE_GET_CLASS(current_machine)->name);
+        return false;
+    }
+    /* Everything the descriptor will hold but the device state. */
+    sf_fork_fill_descriptor(job, &desc);
+    if (sf_descriptor_check(&desc, &gerr) < 0) {
+        error_setg(errp, "vm-fork: this VM cannot be described to clones: "
+                   "%s", gerr->message);
+        return false;
+    }
+    return true;
+}
+
+static bool sf_fork_check_launch(SfForkJob *job, Error **errp)
+{
+    const char *none[] = { NULL };
+    g_autoptr(GPtrArray) argv = NULL;
+
+    job->own_argv = sf_launch_own_argv(errp);
+    if (!job->own_argv) {
+        return false;
+    }
+    /* Only the per-clone suffixes differ between clones: one says all. */
+    argv = sf_launch_clone_argv((const char *const *)job->own_argv,
+                                sf_fork_seq + 1, 1, none, errp);
+    if (!argv) {
+        error_prepend(errp, "vm-fork: cannot launch clones: ");
+        return false;
+    }
+    return true;
+}
+
+static bool sf_fork_check(SfForkJob *job, Error **errp)
+{
+    if (job->clones < 1 || job->clones > SF_MAX_CLONES) {
+        error_setg(errp, "vm-fork: clones must be 1..%d, not %" PRId64,
+                   SF_MAX_CLONES, job->clones);
+        return false;
+    }
+    if (job->listen_arg && !sf_transport_lookup(job->listen_arg)) {
+        error_setg(errp, "vm-fork: page server endpoint '%s' is not "
+                   "unix:PATH or tcp:HOST:PORT", job->listen_arg);
+        return false;
+    }
+    if (migration_is_running()) {
+        error_setg(errp, "vm-fork: a migration is running");
+        return false;
+    }
+    if (runstate_check(RUN_STATE_INMIGRATE) ||
+        runstate_check(RUN_STATE_PRELAUNCH)) {
+        error_setg(errp, "vm-fork: the VM has not started yet");
+        return false;
+    }
+    if (!sf_clone_memory_complete()) {
+        error_setg(errp, "vm-fork: this clone is still fetching its memory; "
+                   "fork it once query-sf-clone says \"complete\"");
+        return false;
+    }
+    return sf_fork_check_ram(job, errp) &&
+           (!job->launch || sf_fork_check_launch(job, errp));
+}
+
+/* --- directory, secret, log, listen: what needs no pause --------------- */
+
+static bool sf_fork_prepare(SfForkJob *job, Error **errp)
+{
+    ERRP_GUARD();
+    SfPageServerConfig *ps = &job->ps;
+    g_autoptr(GError) gerr = NULL;
+    g_autofree char *endpoint = NULL;
+
+    if (getrandom(&ps->fork_id, sizeof(ps->fork_id), 0) !=
+            sizeof(ps->fork_id) ||
+        getrandom(ps->secret, sizeof(ps->secret), 0) != sizeof(ps->secret)) {
+        error_setg_errno(errp, errno, "vm-fork: getrandom");
+        return false;
+    }
+    job->seq = ++sf_fork_seq;
+    job->log_prefix = g_strdup_printf("sf-pageserver fork=%" PRIx64,
+                                      ps->fork_id);
+    job->secret_id = g_strdup_printf(SF_LAUNCH_SECRET_ID_PREFIX "%016" PRIx64,
+                                     ps->fork_id);
+
+    if (!sf_fault_inject("directory", errp)) {
+        job->dir = sf_forkdir_create(job->dir_arg, job->seq, errp);
+    }
+    if (!job->dir) {
+        error_prepend(errp, "vm-fork: directory: ");
+        return false;
+    }
+    if (sf_fault_inject("secret", errp) ||
+        !sf_forkdir_write_secret(job->dir, ps->secret, errp)) {
+        error_prepend(errp, "vm-fork: secret: ");
+        return false;
+    }
+    if (!sf_fault_inject("log", errp)) {
+        job->log_fd = sf_forkdir_open_log(job->dir, errp);
+    }
+    if (job->log_fd < 0) {
+        error_prepend(errp, "vm-fork: log: ");
+        return false;
+    }
+    if (pipe2(job->stats_pipe, O_CLOEXEC) < 0) {
+        error_setg_errno(errp, errno, "vm-fork: log: pipe");
+        return false;
+    }
+
+    endpoint = job->listen_arg ? g_strdup(job->listen_arg) :
+        g_strdup_printf("unix:%s/pages.sock", job->dir->path);
+    if (sf_fault_inject("listen", errp)) {
+        error_prepend(errp, "vm-fork: listen: ");
+        return false;
+    }
+    job->listener = sf_listen(endpoint, &gerr);
+    if (!job->listener) {
+        error_setg(errp, "vm-fork: listen: page server endpoint %s: %s",
+                   endpoint, gerr->message);
+        return false;
+    }
+    /* tcp:HOST:0 picked a port: clones must be told the real one. */
+    job->endpoint = g_strdup(job->listener->endpoint);
+    job->dir->socket = g_strdup(job->listener->unix_path);
+
+    ps->max_clones = job->clones;
+    ps->idle_timeout_ms = job->idle_timeout_ms;
+    ps->stats_path = job->dir->stats;
+    ps->log_prefix = job->log_prefix;
+    return true;
+}
+
+/* --- save, freeze: the pause -------------------------------------------- */
+
+static bool sf_fork_save_devices(GByteArray *out, Error **errp)
 {
     QIOChannelBuffer *bioc = qio_channel_buffer_new(64 * 1024);
     QEMUFile *f;
@@ -165,32 +363,231 @@ static bool sf_save_devices(GByteArray *out, Error **errp)
     if (ret == 0) {
         g_byte_array_append(out, bioc->data, bioc->usage);
     } else {
-        error_setg(errp, "vm-fork: saving device state failed (%d)", ret);
+        error_setg(errp, "saving device state failed (%d)", ret);
     }
     qemu_fclose(f);
     object_unref(OBJECT(bioc));
     return ret == 0;
 }
 
-/* Private_* of the server: frozen pages this VM no longer shares. */
-static int64_t sf_server_footprint(pid_t pid, bool *alive)
+/*
+ * The RAM block table as of the pause.  It was checked before, under the
+ * BQL; vm_stop() lets go of the BQL while vCPUs stop, so make sure
+ * nothing changed meanwhile rather than assume it.
+ */
+static bool sf_fork_recheck_blocks(SfForkJob *job, Error **errp)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/smaps_rollup", pid);
-    g_autofree char *text = NULL;
-    int64_t kb = 0;
-    const char *p;
+    g_autoptr(GArray) now = g_array_new(false, true, sizeof(SfBlockInfo));
+    g_autoptr(GPtrArray) hosts = g_ptr_array_new();
 
-    *alive = g_file_get_contents(path, &text, NULL, NULL);
-    if (!*alive) {
-        return 0;
+    if (!sf_fork_collect_blocks(now, hosts, errp)) {
+        return false;
     }
-    for (p = text; (p = strstr(p, "Private_")); p++) {
-        const char *colon = strchr(p, ':');
-        if (colon) {
-            kb += g_ascii_strtoll(colon + 1, NULL, 10);
+    for (guint i = 0; i < MAX(now->len, job->blocks->len); i++) {
+        const SfBlockInfo *a = &g_array_index(now, SfBlockInfo, i);
+        const SfBlockInfo *b = &g_array_index(job->blocks, SfBlockInfo, i);
+
+        if (i >= now->len || i >= job->blocks->len ||
+            strcmp(a->idstr, b->idstr) || a->length != b->length ||
+            a->page_size != b->page_size ||
+            hosts->pdata[i] != job->hosts->pdata[i]) {
+            error_setg(errp, "guest RAM blocks changed while the guest was "
+                       "being paused");
+            return false;
         }
     }
-    return kb * 1024;
+    return true;
+}
+
+static bool sf_fork_save(SfForkJob *job, Error **errp)
+{
+    if (sf_fault_inject("save", errp) ||
+        !sf_fork_recheck_blocks(job, errp) ||
+        !sf_fork_save_devices(job->devstate, errp)) {
+        error_prepend(errp, "vm-fork: save: ");
+        return false;
+    }
+    job->t_saved = g_get_monotonic_time();
+    return true;
+}
+
+static bool sf_fork_freeze(SfForkJob *job, Error **errp)
+{
+    SfFreezeArgs fa = {
+        .server = &job->ps,
+        .nblocks = job->blocks->len,
+        .blocks = (SfBlockInfo *)job->blocks->data,
+        .hosts = job->hosts->pdata,
+        .listener = job->listener,
+        .log_fd = job->log_fd,
+        .stats_fd = job->stats_pipe[1],
+        .dir = job->dir,
+    };
+
+    if (!sf_fault_inject("freeze", errp)) {
+        job->server_pid = sf_freeze_fork(&fa, errp);
+    }
+    if (job->server_pid <= 0) {
+        error_prepend(errp, "vm-fork: freeze: ");
+        job->server_pid = 0;
+        return false;
+    }
+    job->t_forked = g_get_monotonic_time();
+    /*
+     * The server has its copies now.  It owns the socket, so ours is
+     * closed without unlinking it (sf_fork_job_undo() removes it through
+     * the fork directory if a later step fails).
+     */
+    g_clear_pointer(&job->listener->unix_path, g_free);
+    g_clear_pointer(&job->listener, sf_listener_close);
+    close(job->log_fd);
+    job->log_fd = -1;
+    close(job->stats_pipe[1]);
+    job->stats_pipe[1] = -1;
+    return true;
+}
+
+static bool sf_fork_pause(SfForkJob *job, Error **errp)
+{
+    bool ok;
+
+    job->t0 = g_get_monotonic_time();
+    job->was_running = runstate_is_running();
+    /* The run state clones see in the "globalstate" section. */
+    if (job->was_running) {
+        global_state_store_running();
+    } else {
+        global_state_store();
+    }
+    vm_stop(RUN_STATE_SAVE_VM);
+    trace_sf_fork_paused(job->ps.fork_id);
+    ok = sf_fork_save(job, errp) && sf_fork_freeze(job, errp);
+    if (job->was_running) {
+        vm_start();
+    }
+    job->t_resumed = g_get_monotonic_time();
+    return ok;
+}
+
+/* --- descriptor, launch ------------------------------------------------- */
+
+static bool sf_fork_write_descriptor(SfForkJob *job, Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    SfDescriptor desc;
+
+    if (sf_fault_inject("descriptor", errp)) {
+        error_prepend(errp, "vm-fork: descriptor: ");
+        return false;
+    }
+    sf_fork_fill_descriptor(job, &desc);
+    if (sf_descriptor_write(job->dir->descriptor, &desc, &gerr) < 0) {
+        error_setg(errp, "vm-fork: descriptor: %s", gerr->message);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The options that make a QEMU with the parent's machine options clone
+ * @clone_id (see lib/sf-clone-args.h): -object secret, -object sf-clone.
+ */
+static GPtrArray *sf_fork_clone_opts(SfForkJob *job, const char *clone_id,
+                                     const char *extra)
+{
+    GPtrArray *opts = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *secret = sf_launch_escape(job->dir->secret);
+    g_autofree char *desc = sf_launch_escape(job->dir->descriptor);
+    g_autofree char *server = sf_launch_escape(job->endpoint);
+
+    g_ptr_array_add(opts, g_strdup("-object"));
+    g_ptr_array_add(opts, g_strdup_printf("secret,id=%s,file=%s,format=raw",
+                                          job->secret_id, secret));
+    g_ptr_array_add(opts, g_strdup("-object"));
+    g_ptr_array_add(opts, g_strdup_printf("sf-clone,id=sf-clone,"
+                                          "descriptor=%s,server=%s,"
+                                          "secret-id=%s%s,clone-id=%s",
+                                          desc, server, job->secret_id,
+                                          extra, clone_id));
+    return opts;
+}
+
+static bool sf_fork_launch_one(SfForkJob *job, uint32_t id, Error **errp)
+{
+    g_autofree char *cid = g_strdup_printf("%u", id);
+    g_autoptr(GPtrArray) opts =
+        sf_fork_clone_opts(job, cid, job->prefetch ? ",prefetch=on" :
+                                                     ",prefetch=off");
+    g_autoptr(GPtrArray) argv = NULL;
+    g_autofree char *log = sf_forkdir_clone_log(job->dir, id);
+    SfCloneLaunch *cl;
+    strList **argv_tail;
+    pid_t pid;
+
+    g_ptr_array_add(opts, NULL);
+    argv = sf_launch_clone_argv((const char *const *)job->own_argv, job->seq,
+                                id, (const char *const *)opts->pdata, errp);
+    if (!argv) {
+        return false;
+    }
+    pid = sf_launch_spawn((char *const *)argv->pdata, log, job->dir->owned,
+                          errp);
+    if (pid < 0) {
+        return false;
+    }
+    g_array_append_val(job->clone_pids, pid);
+    trace_sf_fork_clone_spawned(job->ps.fork_id, id, pid);
+
+    cl = g_new0(SfCloneLaunch, 1);
+    cl->clone_id = id;
+    cl->pid = pid;
+    cl->log = g_steal_pointer(&log);
+    argv_tail = &cl->argv;
+    for (guint i = 0; i + 1 < argv->len; i++) {
+        QAPI_LIST_APPEND(argv_tail, g_strdup(argv->pdata[i]));
+    }
+    QAPI_LIST_APPEND(job->launched_tail, cl);
+    return true;
+}
+
+static bool sf_fork_launch(SfForkJob *job, Error **errp)
+{
+    for (uint32_t id = 1; job->launch && id <= job->clones; id++) {
+        /* Injected at the last clone, so that earlier ones must go too. */
+        if ((id == job->clones && sf_fault_inject("launch", errp)) ||
+            !sf_fork_launch_one(job, id, errp)) {
+            error_prepend(errp, "vm-fork: launch: clone %u: ", id);
+            return false;
+        }
+    }
+    return true;
+}
+
+static SfForkInfo *sf_fork_answer(SfForkJob *job)
+{
+    SfForkInfo *info = g_new0(SfForkInfo, 1);
+    g_autoptr(GPtrArray) opts = sf_fork_clone_opts(job,
+                                                   SF_CLONE_ID_PLACEHOLDER,
+                                                   "");
+    strList **args_tail = &info->clone_args;
+    struct stat st;
+
+    info->id = job->ps.fork_id;
+    info->dir = g_strdup(job->dir->path);
+    info->descriptor = g_strdup(job->dir->descriptor);
+    info->descriptor_size = stat(job->dir->descriptor, &st) == 0 ?
+                            st.st_size : 0;
+    info->server = g_strdup(job->endpoint);
+    info->server_pid = job->server_pid;
+    info->secret_file = g_strdup(job->dir->secret);
+    info->clones = job->clones;
+    info->save_us = job->t_saved - job->t0;
+    info->freeze_us = job->t_forked - job->t_saved;
+    info->pause_us = job->t_resumed - job->t0;
+    for (guint i = 0; i < opts->len; i++) {
+        QAPI_LIST_APPEND(args_tail, g_strdup(opts->pdata[i]));
+    }
+    return info;
 }
 
 SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
@@ -199,321 +596,37 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
                         bool has_idle_timeout, int64_t idle_timeout,
                         Error **errp)
 {
-    ERRP_GUARD();
-    g_autofree char *fork_dir = NULL;
-    g_autofree char *endpoint = NULL;
-    g_autofree char *desc_path = NULL;
-    g_autofree char *stats_path = NULL;
-    g_autofree char *log_path = NULL;
-    g_autofree char *log_prefix = NULL;
-    g_autofree char *template = NULL;
-    g_autoptr(GArray) blocks = g_array_new(false, true, sizeof(SfBlockInfo));
-    g_autoptr(GPtrArray) hosts = g_ptr_array_new();
-    g_autoptr(GByteArray) devstate = g_byte_array_new();
-    g_autoptr(GError) gerr = NULL;
-    g_auto(GStrv) own_argv = NULL;
-    char secret_hex[2 * SF_WIRE_SECRET_LEN + 1];
-    SfListener *listener = NULL;
-    SfFreezeArgs fa = { 0 };
-    SfForkRecord *rec;
+    g_autoptr(SfForkJob) job = sf_fork_job_new();
     SfForkInfo *info;
-    SfDescriptor desc = { 0 };
-    bool was_running;
-    int64_t t0, t_saved, t_forked, t_resumed;
-    pid_t server_pid;
-    int log_fd;
-    uint64_t fork_id;
 
-    if (!has_clones) {
-        clones = 1;
-    }
-    if (!has_launch) {
-        launch = true;
-    }
-    if (!has_prefetch) {
-        prefetch = true;
-    }
-    if (clones < 1 || clones > SF_MAX_CLONES) {
-        error_setg(errp, "vm-fork: clones must be 1..%d, not %" PRId64,
-                   SF_MAX_CLONES, clones);
-        return NULL;
-    }
     if (has_idle_timeout && (idle_timeout < -1 || idle_timeout == 0 ||
                              idle_timeout > INT_MAX)) {
         error_setg(errp, "vm-fork: idle-timeout must be -1 (never) or "
                    "1..%d ms, not %" PRId64, INT_MAX, idle_timeout);
         return NULL;
     }
-    if (migration_is_running()) {
-        error_setg(errp, "vm-fork: a migration is running");
+    job->clones = has_clones ? clones : 1;
+    job->launch = has_launch ? launch : true;
+    job->prefetch = has_prefetch ? prefetch : true;
+    job->idle_timeout_ms = has_idle_timeout ? idle_timeout : 0;
+    job->dir_arg = dir;
+    job->listen_arg = listen;
+
+    if (!sf_fork_check(job, errp)) {
         return NULL;
     }
-    if (runstate_check(RUN_STATE_INMIGRATE) ||
-        runstate_check(RUN_STATE_PRELAUNCH)) {
-        error_setg(errp, "vm-fork: the VM has not started yet");
+    if (!sf_fork_prepare(job, errp) || !sf_fork_pause(job, errp) ||
+        !sf_fork_write_descriptor(job, errp) || !sf_fork_launch(job, errp)) {
+        sf_fork_job_undo(job);
         return NULL;
     }
-    if (!sf_clone_memory_complete()) {
-        error_setg(errp, "vm-fork: this clone is still fetching its memory; "
-                   "fork it once query-sf-clone says \"complete\"");
-        return NULL;
-    }
-    if (launch) {
-        own_argv = sf_own_argv(errp);
-        if (!own_argv) {
-            return NULL;
-        }
-    }
-
-    if (getrandom(&fork_id, sizeof(fork_id), 0) != sizeof(fork_id) ||
-        getrandom(fa.secret, sizeof(fa.secret), 0) != sizeof(fa.secret)) {
-        error_setg_errno(errp, errno, "vm-fork: getrandom");
-        return NULL;
-    }
-    sf_wire_secret_format(fa.secret, secret_hex);
-    sf_fork_seq++;
-    fork_dir = dir ? g_strdup(dir) :
-        g_strdup_printf("%s/snowflock-%d/fork-%u", g_get_tmp_dir(), getpid(),
-                        sf_fork_seq);
-    if (g_mkdir_with_parents(fork_dir, 0700) < 0) {
-        error_setg_errno(errp, errno, "vm-fork: cannot create %s", fork_dir);
-        return NULL;
-    }
-    endpoint = listen ? g_strdup(listen) :
-        g_strdup_printf("unix:%s/pages.sock", fork_dir);
-    desc_path = g_strdup_printf("%s/descriptor", fork_dir);
-    stats_path = g_strdup_printf("%s/server-stats.json", fork_dir);
-    log_path = g_strdup_printf("%s/pageserver.log", fork_dir);
-    log_prefix = g_strdup_printf("sf-pageserver fork=%" PRIx64, fork_id);
-
-    /* Before the pause: nothing here needs the guest stopped. */
-    listener = sf_listen(endpoint, &gerr);
-    if (!listener) {
-        error_setg(errp, "vm-fork: page server endpoint %s: %s", endpoint,
-                   gerr->message);
-        return NULL;
-    }
-    /* tcp:HOST:0 picked a port: clones must be told the real one. */
-    g_free(endpoint);
-    endpoint = g_strdup(listener->endpoint);
-    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) {
-        error_setg_errno(errp, errno, "vm-fork: cannot open %s", log_path);
-        sf_listener_close(listener);
-        return NULL;
-    }
-
-    /* --- the pause ------------------------------------------------------ */
-    t0 = g_get_monotonic_time();
-    was_running = runstate_is_running();
-    /* The run state clones see in the "globalstate" section. */
-    if (was_running) {
-        global_state_store_running();
-    } else {
-        global_state_store();
-    }
-    vm_stop(RUN_STATE_SAVE_VM);
-    trace_sf_fork_paused(fork_id);
-
-    if (!sf_collect_blocks(blocks, hosts, errp) ||
-        !sf_save_devices(devstate, errp)) {
-        goto resume_fail;
-    }
-    t_saved = g_get_monotonic_time();
-
-    fa.fork_id = fork_id;
-    fa.max_clones = clones;
-    /* < 0: never; 0: the page server's default (10 minutes). */
-    fa.idle_timeout_ms = has_idle_timeout ? (int)idle_timeout : 0;
-    fa.nblocks = blocks->len;
-    fa.blocks = (SfBlockInfo *)blocks->data;
-    fa.hosts = hosts->pdata;
-    fa.listener = listener;
-    fa.log_fd = log_fd;
-    fa.stats_path = stats_path;
-    fa.log_prefix = log_prefix;
-    server_pid = sf_freeze_fork(&fa, errp);
-    if (server_pid < 0) {
-        goto resume_fail;
-    }
-    t_forked = g_get_monotonic_time();
-    if (was_running) {
-        vm_start();
-    }
-    t_resumed = g_get_monotonic_time();
-    /* --- end of the pause ----------------------------------------------- */
-
-    close(log_fd);
-    /* The server owns the socket now; do not unlink it here. */
-    g_clear_pointer(&listener->unix_path, g_free);
-    sf_listener_close(listener);
-
-    rec = g_new0(SfForkRecord, 1);
-    rec->id = fork_id;
-    rec->dir = g_strdup(fork_dir);
-    rec->server = g_strdup(endpoint);
-    rec->stats_path = g_strdup(stats_path);
-    if (g_str_has_prefix(endpoint, "unix:")) {
-        rec->unix_path = g_strdup(endpoint + strlen("unix:"));
-    }
-    rec->server_pid = server_pid;
-    rec->server_alive = true;
-    sf_forks = g_list_append(sf_forks, rec);
-    g_child_watch_add(server_pid, sf_server_exited, rec);
-
-    desc.version = SF_DESC_VERSION;
-    desc.fork_id = fork_id;
-    desc.created_ns = g_get_real_time() * 1000;
-    desc.page_size = qemu_real_host_page_size();
-    desc.machine = (char *)MACHINE_GET_CLASS(current_machine)->name;
-    desc.vm_name = (char *)(qemu_name ? qemu_name : "");
-    desc.nblocks = blocks->len;
-    desc.blocks = (SfBlockInfo *)blocks->data;
-    desc.devstate = devstate->data;
-    desc.devstate_len = devstate->len;
-    if (sf_descriptor_write(desc_path, &desc, &gerr) < 0) {
-        error_setg(errp, "vm-fork: writing the descriptor: %s",
-                   gerr->message);
-        kill(server_pid, SIGTERM);
-        return NULL;
-    }
-
-    info = g_new0(SfForkInfo, 1);
-    info->id = fork_id;
-    info->dir = g_strdup(fork_dir);
-    info->descriptor = g_strdup(desc_path);
-    {
-        struct stat st;
-        info->descriptor_size = stat(desc_path, &st) == 0 ? st.st_size : 0;
-    }
-    info->server = g_strdup(endpoint);
-    info->server_pid = server_pid;
-    info->secret = g_strdup(secret_hex);
-    info->clones = clones;
-    info->save_us = t_saved - t0;
-    info->freeze_us = t_forked - t_saved;
-    info->pause_us = t_resumed - t0;
-
-    template = g_strdup_printf(
-        "sf-clone,id=sf-clone,descriptor=%s,server=%s,secret=%s,"
-        "clone-id=@CLONE_ID@", desc_path, endpoint, secret_hex);
-    strList **args_tail = &info->clone_args;
-    QAPI_LIST_APPEND(args_tail, g_strdup("-object"));
-    QAPI_LIST_APPEND(args_tail, g_strdup(template));
-
-    trace_sf_fork_done(fork_id, server_pid, info->pause_us,
+    info = sf_fork_answer(job);
+    trace_sf_fork_done(info->id, info->server_pid, info->pause_us,
                        info->descriptor_size);
-
-    SfCloneLaunchList **tail = &info->launched;
-    for (uint32_t id = 1; launch && id <= clones; id++) {
-        g_autofree char *obj = g_strdup_printf(
-            "sf-clone,id=sf-clone,descriptor=%s,server=%s,secret=%s,"
-            "clone-id=%u,prefetch=%s", desc_path, endpoint, secret_hex, id,
-            prefetch ? "on" : "off");
-        const char *opts[] = { "-object", obj, NULL };
-        g_autoptr(GPtrArray) argv = NULL;
-        g_autofree char *clog = g_strdup_printf("%s/clone-%u.log", fork_dir,
-                                                id);
-        SfLaunchedClone *lc;
-        SfCloneLaunch *cl;
-        pid_t pid;
-
-        argv = sf_launch_clone_argv((const char *const *)own_argv, sf_fork_seq,
-                                    id, opts,
-                                    errp);
-        if (!argv) {
-            /* The fork itself stands; report which clones did start. */
-            error_prepend(errp, "vm-fork %" PRIx64 " done, but clone %u "
-                          "was not started: ", fork_id, id);
-            qapi_free_SfForkInfo(info);
-            return NULL;
-        }
-        pid = sf_launch_spawn((char *const *)argv->pdata, clog, errp);
-        if (pid < 0) {
-            qapi_free_SfForkInfo(info);
-            return NULL;
-        }
-        trace_sf_fork_clone_spawned(fork_id, id, pid);
-        lc = g_new0(SfLaunchedClone, 1);
-        lc->fork = rec;
-        lc->clone_id = id;
-        lc->pid = pid;
-        g_child_watch_add(pid, sf_clone_exited, lc);
-
-        cl = g_new0(SfCloneLaunch, 1);
-        cl->clone_id = id;
-        cl->pid = pid;
-        cl->log = g_strdup(clog);
-        strList **argv_tail = &cl->argv;
-        for (guint i = 0; i + 1 < argv->len; i++) {
-            QAPI_LIST_APPEND(argv_tail, g_strdup(argv->pdata[i]));
-        }
-        QAPI_LIST_APPEND(tail, cl);
-    }
+    sf_forks_add(job->ps.fork_id, g_steal_pointer(&job->dir), job->endpoint,
+                 job->server_pid, job->stats_pipe[0], job->launched);
+    job->stats_pipe[0] = -1;
+    info->launched = g_steal_pointer(&job->launched);
     return info;
-
-resume_fail:
-    if (was_running) {
-        vm_start();
-    }
-    close(log_fd);
-    sf_listener_close(listener);
-    return NULL;
 }
 
-/* Per-clone figures from the page server's stats file (written by it). */
-static SfServedCloneList *sf_fork_parse_served(const char *json)
-{
-    SfServedCloneList *head = NULL, **tail = &head;
-    QObject *obj = qobject_from_json(json, NULL);
-    QDict *root = qobject_to(QDict, obj);
-    QList *clones = root ? qdict_get_qlist(root, "clones") : NULL;
-    QListEntry *e;
-
-    if (!clones) {
-        qobject_unref(obj);
-        return NULL;
-    }
-    QLIST_FOREACH_ENTRY(clones, e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-        SfServedClone *sc;
-
-        if (!c) {
-            continue;
-        }
-        sc = g_new0(SfServedClone, 1);
-        sc->clone_id = qdict_get_try_int(c, "clone_id", 0);
-        sc->state = g_strdup(qdict_get_try_str(c, "state") ?: "unknown");
-        sc->requests = qdict_get_try_int(c, "requests", 0);
-        sc->pages_sent = qdict_get_try_int(c, "pages_sent", 0);
-        sc->zero_pages = qdict_get_try_int(c, "zero_pages", 0);
-        sc->bytes_sent = qdict_get_try_int(c, "bytes_sent", 0);
-        QAPI_LIST_APPEND(tail, sc);
-    }
-    qobject_unref(obj);
-    return head;
-}
-
-SfForkStatusList *qmp_query_sf_forks(Error **errp)
-{
-    SfForkStatusList *head = NULL, **tail = &head;
-
-    for (GList *l = sf_forks; l; l = l->next) {
-        SfForkRecord *rec = l->data;
-        SfForkStatus *st = g_new0(SfForkStatus, 1);
-        g_autofree char *json = NULL;
-        bool alive = false;
-
-        st->id = rec->id;
-        st->server = g_strdup(rec->server);
-        st->server_pid = rec->server_pid;
-        st->footprint_bytes = rec->server_alive ?
-            sf_server_footprint(rec->server_pid, &alive) : 0;
-        st->server_alive = rec->server_alive && alive;
-        if (g_file_get_contents(rec->stats_path, &json, NULL, NULL)) {
-            st->served = sf_fork_parse_served(json);
-        }
-        QAPI_LIST_APPEND(tail, st);
-    }
-    return head;
-}

@@ -4,8 +4,9 @@
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Why fork(): of the three copy-on-write freezes available (see
- * ../shared notes), fork() of the paused QEMU is the one that
+ * Why fork(): of the three copy-on-write freezes available (fork(), a
+ * memfd remapped MAP_PRIVATE, userfaultfd write-protect as background
+ * snapshots do), fork() of the paused QEMU is the one that
  *   - copies no RAM in the pause: it copies page tables, and guest RAM is
  *     THP-backed (QEMU madvises it), so 512 MiB is ~256 PMD entries;
  *     measured here ~1-3 ms for a 512 MiB TCG guest versus ~23 ms for the
@@ -24,7 +25,10 @@
  * The child is a copy of a multi-threaded process of which only this
  * thread survives: QEMU's locks may be held by threads that no longer
  * exist, so the child never calls into QEMU.  It runs the plain-C page
- * server from lib/ over a block table recorded before fork() and exits.
+ * server from lib/ over a block table recorded before fork(), with the
+ * configuration vm-fork filled (read in place), then hands its final
+ * figures to the parent through a pipe, removes what its end makes
+ * pointless (sf-forkdir.c) and exits.  SIGTERM ends it the same way.
  */
 
 #include "qemu/osdep.h"
@@ -34,62 +38,114 @@
 
 #include <sys/prctl.h>
 
-static void G_NORETURN sf_freeze_child(const SfFreezeArgs *a)
+/* The child's fds: 0 /dev/null, 1-2 the log, then these. */
+#define SF_FREEZE_LISTEN_FD 3
+#define SF_FREEZE_STATS_FD  4
+
+static SfPageServer *sf_freeze_server;
+
+/*
+ * One log line, formatted on the stack and written in one write(): no
+ * stdio stream, whose lock another thread may have held at fork().
+ */
+static void G_GNUC_PRINTF(1, 2) sf_freeze_log(const char *fmt, ...)
 {
+    char buf[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    n = MIN(MAX(n, 0), (int)sizeof(buf) - 2);
+    buf[n++] = '\n';
+    if (write(STDERR_FILENO, buf, n) < 0) {
+        /* Nowhere left to report it. */
+    }
+}
+
+static void sf_freeze_on_sigterm(int sig)
+{
+    /* An eventfd write: async-signal-safe. */
+    sf_pageserver_stop(sf_freeze_server);
+}
+
+/*
+ * Put the fds the child keeps at fixed numbers and close the rest: the
+ * parent's QMP socket, tap and disk images must not stay open in a
+ * process that lives on after it.  Going through high numbers first means
+ * no dup2() can clobber a source that already sits on a target.
+ */
+static void sf_freeze_child_fds(SfFreezeArgs *a)
+{
+    int listen_fd = fcntl(a->listener->fd, F_DUPFD, 100);
+    int stats_fd = fcntl(a->stats_fd, F_DUPFD, 100);
+    int log_fd = fcntl(a->log_fd, F_DUPFD, 100);
+    int devnull = open("/dev/null", O_RDONLY);
+
+    dup2(devnull, STDIN_FILENO);
+    dup2(log_fd, STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    dup2(listen_fd, SF_FREEZE_LISTEN_FD);
+    dup2(stats_fd, SF_FREEZE_STATS_FD);
+    close_range(SF_FREEZE_STATS_FD + 1, ~0U, 0);
+    a->listener->fd = SF_FREEZE_LISTEN_FD;
+}
+
+/* Best effort: a parent that is gone or does not read loses nothing. */
+static void sf_freeze_send_stats(SfPageServer *srv)
+{
+    g_autofree char *json = sf_pageserver_stats_json(srv);
+    size_t len = strlen(json), off = 0;
+
+    fcntl(SF_FREEZE_STATS_FD, F_SETFL, O_NONBLOCK);
+    while (off < len) {
+        ssize_t n = write(SF_FREEZE_STATS_FD, json + off, len - off);
+
+        if (n <= 0) {
+            break;
+        }
+        off += n;
+    }
+    close(SF_FREEZE_STATS_FD);
+}
+
+static void G_NORETURN sf_freeze_child(SfFreezeArgs *a)
+{
+    struct sigaction sa = { 0 };
     sigset_t all;
     SfPageSource *src;
-    SfPageServer *srv;
-    SfPageServerConfig cfg = {
-        .fork_id = a->fork_id,
-        .max_clones = a->max_clones,
-        .stats_path = a->stats_path,
-        .log_prefix = a->log_prefix,
-        .idle_timeout_ms = a->idle_timeout_ms,
-    };
     int ret;
 
     /* A session of its own: a terminal's ^C to the parent is not for us. */
     setsid();
     prctl(PR_SET_NAME, "sf-pageserver");
+    sa.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) {
-        signal(sig, SIG_DFL);
+        sigaction(sig, &sa, NULL);
     }
-    signal(SIGPIPE, SIG_IGN);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sf_freeze_child_fds(a);
+
+    src = sf_pagesrc_mem_new(a->blocks, a->hosts, a->nblocks);
+    sf_freeze_server = sf_pageserver_new(a->listener, src, a->server);
+    sa.sa_handler = sf_freeze_on_sigterm;
+    sigaction(SIGTERM, &sa, NULL);
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-
-    /*
-     * Keep only the listener and the log: the parent's QMP socket, tap and
-     * disk images must not stay open in a process that lives on after it.
-     */
-    dup2(a->log_fd, STDOUT_FILENO);
-    dup2(a->log_fd, STDERR_FILENO);
-    if (a->listener->fd != 3) {
-        dup2(a->listener->fd, 3);
-        a->listener->fd = 3;
-    }
-    close_range(4, ~0U, 0);
-    /* stdin: nothing of the parent's terminal (lands on fd 0 or 4). */
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull > STDIN_FILENO) {
-        dup2(devnull, STDIN_FILENO);
-        close(devnull);
-    }
-
-    memcpy(cfg.secret, a->secret, sizeof(cfg.secret));
-    src = sf_pagesrc_mem_new(a->blocks, a->hosts, a->nblocks);
-    srv = sf_pageserver_new(a->listener, src, &cfg);
-    fprintf(stderr, "%s: serving %u blocks, %" PRIu64 " pages, pid %d\n",
-            a->log_prefix, a->nblocks, sf_pagesrc_total_pages(src),
-            getpid());
-    ret = sf_pageserver_run(srv);
-    fprintf(stderr, "%s: done (%d), releasing the frozen image\n",
-            a->log_prefix, ret);
-    fflush(stderr);
+    sf_freeze_log("%s: serving %u blocks, %" PRIu64 " pages, pid %d",
+                  a->server->log_prefix, a->nblocks,
+                  sf_pagesrc_total_pages(src), getpid());
+    ret = sf_pageserver_run(sf_freeze_server);
+    sf_freeze_send_stats(sf_freeze_server);
+    sf_freeze_log("%s: done (%d), releasing the frozen image",
+                  a->server->log_prefix, ret);
+    sf_forkdir_server_ended(a->dir, ret < 0);
     _exit(ret < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
 }
 
-pid_t sf_freeze_fork(const SfFreezeArgs *a, Error **errp)
+pid_t sf_freeze_fork(SfFreezeArgs *a, Error **errp)
 {
     pid_t pid;
 
@@ -108,7 +164,7 @@ pid_t sf_freeze_fork(const SfFreezeArgs *a, Error **errp)
         madvise(a->hosts[i], a->blocks[i].length, MADV_DONTFORK);
     }
     if (pid < 0) {
-        error_setg_errno(errp, errno, "vm-fork: fork of the page server");
+        error_setg_errno(errp, errno, "fork of the page server");
     }
     return pid;
 }

@@ -8,21 +8,24 @@
 #define MIGRATION_SF_FREEZE_H
 
 #include "lib/sf-pagesrc.h"
+#include "lib/sf-pageserver.h"
 #include "lib/sf-transport.h"
+#include "sf-forkdir.h"
 
-/* Everything the page server child needs, recorded before fork(). */
+/*
+ * What the page server child is given, recorded before fork(): the page
+ * server's configuration (vm-fork's, read in place, not copied) and the
+ * resources the child takes over.
+ */
 typedef struct SfFreezeArgs {
-    uint64_t fork_id;
-    uint8_t secret[SF_WIRE_SECRET_LEN];
-    uint32_t max_clones;
-    int idle_timeout_ms;
+    const SfPageServerConfig *server;
     uint32_t nblocks;
     const SfBlockInfo *blocks;
     void *const *hosts;
     SfListener *listener;        /* the child serves on it */
     int log_fd;                  /* the child's stdout and stderr */
-    const char *stats_path;
-    const char *log_prefix;
+    int stats_fd;                /* write end: its final figures, at exit */
+    const SfForkDir *dir;        /* cleaned up at the child's exit */
 } SfFreezeArgs;
 
 /*
@@ -31,6 +34,6 @@ typedef struct SfFreezeArgs {
  * VM stopped and outside any RCU read-side section (fork() runs QEMU's
  * atfork handlers, which take the RCU locks).
  */
-pid_t sf_freeze_fork(const SfFreezeArgs *a, Error **errp);
+pid_t sf_freeze_fork(SfFreezeArgs *a, Error **errp);
 
 #endif

@@ -12,11 +12,13 @@
  *     VM's forks from 1, so clone N of two forks never collide); -name
  *     gets "-<N>";
  *   - -S, -daemonize, -incoming, -loadvm and an earlier sf-clone object
- *     are dropped (the parent may itself be a clone);
+ *     with its secret object are dropped (the parent may itself be a
+ *     clone);
  *   - what cannot be duplicated on one host is refused, naming the option:
  *     tap/bridge/vhost-user networking, listening TCP ports, user-mode
  *     host forwarding, writable disks (clone disks come with sfd);
- *   - "-object sf-clone,..." is appended.
+ *   - the fork's "-object secret,..." and "-object sf-clone,..." are
+ *     appended.
  */
 
 #include "qemu/osdep.h"
@@ -42,6 +44,39 @@ static bool sf_str_in(const char *s, const char *const *list)
         }
     }
     return false;
+}
+
+char **sf_launch_own_argv(Error **errp)
+{
+    g_autofree char *cmdline = NULL;
+    gsize len;
+    GPtrArray *args;
+
+    if (!g_file_get_contents("/proc/self/cmdline", &cmdline, &len, NULL) ||
+        !len) {
+        error_setg(errp, "cannot read this QEMU's command line");
+        return NULL;
+    }
+    args = g_ptr_array_new();
+    for (gsize off = 0; off < len; off += strlen(cmdline + off) + 1) {
+        g_ptr_array_add(args, g_strdup(cmdline + off));
+    }
+    g_ptr_array_add(args, NULL);
+    return (char **)g_ptr_array_free(args, false);
+}
+
+char *sf_launch_escape(const char *value)
+{
+    g_auto(GStrv) parts = g_strsplit(value, ",", -1);
+
+    return g_strjoinv(",,", parts);
+}
+
+/* The objects vm-fork hands a clone, from an earlier fork of our parent. */
+static bool sf_is_fork_object(const char *val)
+{
+    return g_str_has_prefix(val, "sf-clone,") ||
+           g_str_has_prefix(val, "secret,id=" SF_LAUNCH_SECRET_ID_PREFIX);
 }
 
 static char *sf_opt_name(const char *arg)
@@ -166,7 +201,7 @@ GPtrArray *sf_launch_clone_argv(const char *const *parent_argv,
             continue;
         }
         i++;
-        if (!strcmp(opt, "-object") && g_str_has_prefix(val, "sf-clone,")) {
+        if (!strcmp(opt, "-object") && sf_is_fork_object(val)) {
             continue;
         }
         g_ptr_array_add(out, g_strdup(arg));
@@ -209,13 +244,15 @@ GPtrArray *sf_launch_clone_argv(const char *const *parent_argv,
     return g_steal_pointer(&out);
 }
 
-pid_t sf_launch_spawn(char *const *argv, const char *log_path, Error **errp)
+pid_t sf_launch_spawn(char *const *argv, const char *log_path,
+                      bool log_is_ours, Error **errp)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
     g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
     g_autofree char *spawn_env = NULL;
+    g_autofree char *log_env = NULL;
     g_autoptr(GPtrArray) envp = g_ptr_array_new();
     pid_t pid;
     int ret;
@@ -229,11 +266,17 @@ pid_t sf_launch_spawn(char *const *argv, const char *log_path, Error **errp)
                                 g_get_monotonic_time() * 1000);
     for (char **e = environ; *e; e++) {
         if (!g_str_has_prefix(*e, "SNOWFLOCK_SPAWN_NS=") &&
+            !g_str_has_prefix(*e, "SNOWFLOCK_CLONE_LOG=") &&
             !g_str_has_prefix(*e, "G_SLICE=")) {
             g_ptr_array_add(envp, *e);
         }
     }
     g_ptr_array_add(envp, spawn_env);
+    /* The clone removes its log at a clean exit, even after we are gone. */
+    if (log_is_ours) {
+        log_env = g_strdup_printf("SNOWFLOCK_CLONE_LOG=%s", log_path);
+        g_ptr_array_add(envp, log_env);
+    }
     /*
      * A clone may be forked in turn: keep GLib < 2.76's slice allocator,
      * whose lock a fork()ed page server could inherit held, out of it.
@@ -245,7 +288,8 @@ pid_t sf_launch_spawn(char *const *argv, const char *log_path, Error **errp)
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
                                      O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path,
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                                     O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW,
+                                     0600);
     posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
     posix_spawnattr_init(&attr);
     sigemptyset(&none);

@@ -5,17 +5,20 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Every page of a clone's guest RAM starts missing and is registered with
- * userfaultfd (missing mode).  One fault thread polls the userfaultfd, the
- * page server connection and a quit eventfd; it
+ * userfaultfd (missing mode).  One fault thread polls the userfaultfd and
+ * the page server connection until every page is present; it
  *   - turns faults into REQUEST(DEMAND) messages (the faulting page and a
  *     few following ones not yet asked for),
  *   - places DATA with UFFDIO_COPY and ZERO with UFFDIO_ZEROPAGE, one ioctl
  *     per run, which also wakes every thread blocked on those pages,
  *   - when no fault has come for SF_PUSH_QUIET_MS, pushes the rest of RAM
- *     in the background with REQUEST(PREFETCH) in address order.  Like
- *     CRIU's lazy-pages, the push chunk doubles while no faults come
- *     (64 KiB up to 4 MiB) and falls back to 64 KiB on a fault, so a demand
- *     request never waits long behind a big push.  The quiet period keeps
+ *     in the background with REQUEST(PREFETCH) in address order.  The push
+ *     chunk grows while no faults come and falls back to 64 KiB on a fault,
+ *     so a demand request never waits long behind a big push.  CRIU's
+ *     lazy-pages grows its chunk by 64 KiB a step up to 4 MiB; we double
+ *     it (64 KiB to 4 MiB in 6 requests), because our server answers a
+ *     push run with one message and the pipe must fill fast once the
+ *     guest is quiet.  The quiet period keeps
  *     the push off the CPU while the guest is busy faulting in its working
  *     set: on a small host (2 cores, several TCG clones) pushing during
  *     that burst quadrupled the time until every clone's shell answered.
@@ -29,6 +32,9 @@
  *     so no thread ever reads an unfetched page as zero.
  *   - The fault thread never takes the BQL: vCPUs and the main loop fault
  *     while holding it (MMIO, virtio_load() reading vrings).
+ *   - The fault thread has no stop path on purpose: it ends when every page
+ *     is present or the clone fails; before that, stopping it would leave
+ *     threads blocked on pages for good.  QEMU's exit takes it down.
  *   - Guest-initiated discards (balloon, free page reporting) are disabled
  *     while pages are missing: a discarded page would fault again and look
  *     like one we already placed.
@@ -49,7 +55,6 @@
 
 #include <poll.h>
 #include <sys/ioctl.h>
-#include <sys/eventfd.h>
 
 /* Demand requests ask for the faulting page and up to this many in all. */
 #define SF_DEMAND_RUN_PAGES      8
@@ -83,10 +88,9 @@ typedef struct SfPushInFlight {
 } SfPushInFlight;
 
 struct SfLazyRam {
-    SfLazyRamConfig cfg;
-    char *server;
+    const SfLazyRamConfig *cfg; /* the caller's, for the clone's life */
+    const char *server;         /* cfg->server */
     int uffd;
-    int quit_fd;
     SfConn *conn;
     QemuThread thread;
     size_t psz;
@@ -138,7 +142,7 @@ static void sf_lazyram_fail(SfLazyRam *lr, const char *fmt, ...)
     reason = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     qatomic_set(&lr->failed, true);
-    lr->cfg.failed(reason, lr->cfg.opaque);
+    lr->cfg->failed(reason, lr->cfg->opaque);
     /*
      * failed() ends the process.  Should it return, park here: the
      * userfaultfd must stay open, or blocked threads would read zeros.
@@ -177,15 +181,15 @@ static void sf_lazyram_send_request(SfLazyRam *lr, uint32_t block,
     };
     g_autoptr(GError) err = NULL;
 
-    memcpy(req.secret, lr->cfg.secret, sizeof(req.secret));
+    memcpy(req.secret, lr->cfg->secret, sizeof(req.secret));
     sf_wire_request_encode(body, &req);
     bitmap_set(bs->requested, page, npages);
     trace_sf_lazyram_request(block, req.offset, npages, flags);
     if (!lr->conn) {
         return;     /* re-sent after reconnecting */
     }
-    if (sf_msg_send(lr->conn, SF_MSG_REQUEST, lr->cfg.clone_id,
-                    lr->cfg.fork_id, body, sizeof(body), NULL, 0, &err) < 0) {
+    if (sf_msg_send(lr->conn, SF_MSG_REQUEST, lr->cfg->clone_id,
+                    lr->cfg->fork_id, body, sizeof(body), NULL, 0, &err) < 0) {
         /* The receive side notices the dead connection and reconnects. */
         warn_report("sf-clone: request to %s failed: %s", lr->server,
                     err->message);
@@ -211,6 +215,7 @@ static void sf_lazyram_on_fault(SfLazyRam *lr, uint64_t addr)
     uint32_t block;
     uint64_t page;
     SfLazyBlockState *bs;
+    bool known = false;
 
     qatomic_inc(&lr->faults);
     if (!sf_lazyram_find(lr, addr, &block, &page)) {
@@ -226,7 +231,7 @@ static void sf_lazyram_on_fault(SfLazyRam *lr, uint64_t addr)
         return;
     }
 
-    bool known = false;
+    /* O(pending): at most one fault per vCPU and QEMU thread waits. */
     for (guint i = 0; i < lr->pending->len; i++) {
         SfPendingFault *pf = &g_array_index(lr->pending, SfPendingFault, i);
         if (pf->block == block && pf->page == page) {
@@ -372,10 +377,10 @@ static bool sf_lazyram_read_reply(SfLazyRam *lr)
                                    err->message);
         return false;
     }
-    if (hdr.fork_id != lr->cfg.fork_id) {
+    if (hdr.fork_id != lr->cfg->fork_id) {
         sf_lazyram_fail(lr, "page server %s answered for fork %" PRIu64
                         ", not %" PRIu64, lr->server, hdr.fork_id,
-                        lr->cfg.fork_id);
+                        lr->cfg->fork_id);
     }
 
     switch (hdr.type) {
@@ -441,15 +446,17 @@ static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
     SfConn *c = sf_connect(lr->server, timeout_ms, err);
     uint8_t body[SF_WIRE_HELLO_LEN];
     SfMsgHello hello = { .flags = 0 };
+    SfMsgWelcome w;
     SfWireHdr hdr;
+    const char *why;
     int ret;
 
     if (!c) {
         return NULL;
     }
-    memcpy(hello.secret, lr->cfg.secret, sizeof(hello.secret));
+    memcpy(hello.secret, lr->cfg->secret, sizeof(hello.secret));
     sf_wire_hello_encode(body, &hello);
-    if (sf_msg_send(c, SF_MSG_HELLO, lr->cfg.clone_id, lr->cfg.fork_id,
+    if (sf_msg_send(c, SF_MSG_HELLO, lr->cfg->clone_id, lr->cfg->fork_id,
                     body, sizeof(body), NULL, 0, err) < 0) {
         sf_conn_close(c);
         return NULL;
@@ -465,7 +472,6 @@ static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
     }
     if (hdr.type == SF_MSG_ERROR) {
         SfMsgError e;
-        const char *why;
 
         sf_conn_close(c);
         if (sf_wire_error_decode(lr->rxbuf, hdr.length, &e, &why) < 0) {
@@ -474,7 +480,7 @@ static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
         }
         /* A refusal (wrong secret, unknown clone) does not get better. */
         sf_lazyram_fail(lr, "page server %s refused clone %u: %s (code %u)",
-                        lr->server, lr->cfg.clone_id, e.message, e.code);
+                        lr->server, lr->cfg->clone_id, e.message, e.code);
     }
     if (hdr.type != SF_MSG_WELCOME) {
         sf_conn_close(c);
@@ -482,8 +488,6 @@ static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
                         lr->server, sf_wire_type_name(hdr.type));
     }
 
-    SfMsgWelcome w;
-    const char *why;
     if (sf_wire_welcome_decode(lr->rxbuf, hdr.length, &w, &why) < 0 ||
         w.nblocks != lr->nblocks || w.page_size != lr->psz ||
         w.total_pages != lr->pages_total) {
@@ -503,9 +507,10 @@ static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
  */
 static void sf_lazyram_reconnect(SfLazyRam *lr)
 {
-    int64_t deadline = sf_now_ns() + (int64_t)lr->cfg.retry_ms * 1000000;
+    int64_t deadline = sf_now_ns() + (int64_t)lr->cfg->retry_ms * 1000000;
     int attempt = 0, delay_ms = 20;
     g_autoptr(GError) err = NULL;
+    struct pollfd pfd = { .fd = lr->uffd, .events = POLLIN };
 
     sf_conn_close(lr->conn);
     lr->conn = NULL;
@@ -525,11 +530,10 @@ static void sf_lazyram_reconnect(SfLazyRam *lr)
         }
         trace_sf_lazyram_reconnect(++attempt, err->message);
         if (sf_now_ns() >= deadline) {
-            sf_lazyram_fail(lr, "page server %s unreachable for %d ms: %s",
-                            lr->server, lr->cfg.retry_ms, err->message);
+            sf_lazyram_fail(lr, "page server %s unreachable for %u ms: %s",
+                            lr->server, lr->cfg->retry_ms, err->message);
         }
         /* Keep taking faults while we wait, so none is lost. */
-        struct pollfd pfd = { .fd = lr->uffd, .events = POLLIN };
         if (poll(&pfd, 1, delay_ms) > 0) {
             sf_lazyram_read_faults(lr);
         }
@@ -537,7 +541,7 @@ static void sf_lazyram_reconnect(SfLazyRam *lr)
     }
     qatomic_inc(&lr->reconnects);
     info_report("sf-clone: clone %u reconnected to page server %s",
-                lr->cfg.clone_id, lr->server);
+                lr->cfg->clone_id, lr->server);
     /*
      * Faults taken while disconnected were marked requested but not sent
      * (there was no connection): forget them too, then ask for every page
@@ -590,10 +594,10 @@ static void sf_lazyram_finish(SfLazyRam *lr)
     uint8_t body[SF_WIRE_DONE_LEN];
     SfMsgDone done;
 
-    memcpy(done.secret, lr->cfg.secret, sizeof(done.secret));
+    memcpy(done.secret, lr->cfg->secret, sizeof(done.secret));
     sf_wire_done_encode(body, &done);
     /* Best effort: the server also learns from our disconnect. */
-    sf_msg_send(lr->conn, SF_MSG_DONE, lr->cfg.clone_id, lr->cfg.fork_id,
+    sf_msg_send(lr->conn, SF_MSG_DONE, lr->cfg->clone_id, lr->cfg->fork_id,
                 body, sizeof(body), NULL, 0, NULL);
     sf_conn_close(lr->conn);
     lr->conn = NULL;
@@ -613,7 +617,7 @@ static void sf_lazyram_finish(SfLazyRam *lr)
     ram_block_discard_disable(false);
     trace_sf_lazyram_complete(lr->pages_total);
     qatomic_set(&lr->complete, true);
-    lr->cfg.complete(lr->cfg.opaque);
+    lr->cfg->complete(lr->cfg->opaque);
 }
 
 static void *sf_lazyram_thread(void *opaque)
@@ -621,15 +625,14 @@ static void *sf_lazyram_thread(void *opaque)
     SfLazyRam *lr = opaque;
 
     while (qatomic_read(&lr->pages_present) < lr->pages_total) {
-        struct pollfd pfds[3] = {
+        struct pollfd pfds[2] = {
             { .fd = lr->uffd, .events = POLLIN },
-            { .fd = lr->quit_fd, .events = POLLIN },
             { .fd = lr->conn->fd, .events = POLLIN },
         };
 
         int timeout = -1;
 
-        if (lr->cfg.prefetch && lr->push_block < lr->nblocks) {
+        if (lr->cfg->prefetch && lr->push_block < lr->nblocks) {
             int64_t quiet_ms = (sf_now_ns() - lr->last_fault_ns) / 1000000;
 
             if (quiet_ms >= SF_PUSH_QUIET_MS) {
@@ -638,20 +641,17 @@ static void *sf_lazyram_thread(void *opaque)
                 timeout = SF_PUSH_QUIET_MS - quiet_ms;
             }
         }
-        if (poll(pfds, 3, timeout) < 0) {
+        if (poll(pfds, 2, timeout) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             sf_lazyram_fail(lr, "poll failed: %s", strerror(errno));
         }
-        if (pfds[1].revents) {
-            return NULL;
-        }
         /* Faults first: they decide what to ask for next. */
         if (pfds[0].revents & POLLIN) {
             sf_lazyram_read_faults(lr);
         }
-        if (pfds[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (pfds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             if (!sf_lazyram_read_reply(lr)) {
                 sf_lazyram_reconnect(lr);
             }
@@ -672,7 +672,6 @@ static void sf_lazyram_free(SfLazyRam *lr)
     g_array_free(lr->pending, true);
     g_array_free(lr->latency_us, true);
     g_free(lr->rxbuf);
-    g_free(lr->server);
     qemu_mutex_destroy(&lr->lat_lock);
     g_free(lr);
 }
@@ -683,9 +682,8 @@ SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
     g_autoptr(GError) err = NULL;
     SfLazyRam *lr = g_new0(SfLazyRam, 1);
 
-    lr->cfg = *cfg;
-    lr->server = g_strdup(cfg->server);
-    lr->cfg.server = lr->server;
+    lr->cfg = cfg;
+    lr->server = cfg->server;
     lr->psz = qemu_real_host_page_size();
     lr->nblocks = nblocks;
     lr->blocks = g_new0(SfLazyBlockState, nblocks);
@@ -694,7 +692,6 @@ SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
     lr->rxbuf = g_malloc(SF_WIRE_MAX_BODY);
     lr->push_chunk = SF_PUSH_MIN_PAGES;
     lr->uffd = -1;
-    lr->quit_fd = -1;
     qemu_mutex_init(&lr->lat_lock);
 
     for (uint32_t i = 0; i < nblocks; i++) {
@@ -756,11 +753,6 @@ SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
         }
     }
 
-    lr->quit_fd = eventfd(0, EFD_CLOEXEC);
-    if (lr->quit_fd < 0) {
-        error_setg_errno(errp, errno, "sf-clone: eventfd");
-        goto fail_uffd;
-    }
     qemu_thread_create(&lr->thread, "sf-lazyram", sf_lazyram_thread, lr,
                        QEMU_THREAD_JOINABLE);
     return lr;

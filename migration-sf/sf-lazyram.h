@@ -19,13 +19,18 @@ typedef struct SfLazyBlock {
     uint64_t length;
 } SfLazyBlock;
 
+/*
+ * The one configuration of a clone's lazy RAM: the sf-clone object's
+ * properties are stored here directly, and sf_lazyram_start() keeps a
+ * pointer to it, so it must live as long as the clone.
+ */
 typedef struct SfLazyRamConfig {
     const char *server;                  /* page server endpoint */
     uint8_t secret[SF_WIRE_SECRET_LEN];
     uint64_t fork_id;
     uint32_t clone_id;
     bool prefetch;                       /* background push on */
-    int retry_ms;                        /* give up on the server after */
+    uint32_t retry_ms;                   /* give up on the server after */
     /*
      * Called from the fault thread, which never takes the BQL: once when
      * a page cannot be had (the clone must stop), once when every page is
@@ -56,6 +61,7 @@ typedef struct SfLazyRamStats {
  * connect to the page server and start the fault thread.  Must be called
  * before anything reads guest RAM (device state loading does: virtio
  * reads vring indices).  Guest RAM discards are disabled until complete.
+ * Keeps @cfg (see SfLazyRamConfig).
  */
 SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
                             const SfLazyRamConfig *cfg, Error **errp);

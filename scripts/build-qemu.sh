@@ -116,3 +116,25 @@ log "building"
 t0=$(date +%s)
 ninja -C "$obj" qemu-system-x86_64
 log "built $obj/qemu-system-x86_64 in $(( $(date +%s) - t0 )) s"
+
+# Firmware.  The +ds source tarball ships none; Debian's seabios and
+# qemu-system-data packages do.  A normal QEMU tree has the blobs in its
+# pc-bios/ and the build links them into qemu-bundle/<prefix>/share/qemu,
+# the data directory a QEMU run from the build tree searches
+# (get_relocated_path()); do the same with the packaged ones, so that
+# this QEMU finds its firmware without -L - as upstream's qtests run it.
+# seabios first: its bios-microvm.bin is what -L /usr/share/seabios gives.
+datadir=$(sed -n 's/^#define CONFIG_QEMU_DATADIR "\(.*\)"$/\1/p' "$obj/config-host.h")
+bundle=$obj/qemu-bundle$datadir
+mkdir -p "$bundle"
+linked=0
+for f in /usr/share/seabios/*.bin /usr/share/qemu/*; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f")
+    [ -e "$src/pc-bios/$name" ] || ln -s "$f" "$src/pc-bios/$name"
+    if [ ! -e "$bundle/$name" ]; then
+        ln -sfn "$src/pc-bios/$name" "$bundle/$name"
+        linked=$((linked + 1))
+    fi
+done
+[ "$linked" = 0 ] || log "firmware: linked $linked packaged files into $bundle"

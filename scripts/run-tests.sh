@@ -1,6 +1,7 @@
 #!/bin/bash
 # Set everything up (scripts/build.sh) and run the whole test suite:
-# unit tests (GLib g_test, via meson) and integration tests (pytest, real
+# unit tests (GLib g_test, via meson), upstream QEMU's qtests that apply
+# to our tree (scripts/run-qtests.sh) and integration tests (pytest, real
 # VMs under our QEMU).  Prints counts; exits non-zero if anything failed.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +14,10 @@ echo; echo "=== unit tests ==="
 meson test -C "$build/host" --print-errorlogs
 unit_rc=$?
 
+echo; echo "=== upstream QEMU qtests ==="
+"$repo/scripts/run-qtests.sh"
+qtest_rc=$?
+
 echo; echo "=== integration tests ==="
 cd "$repo/tests/integration"
 # Debian's python3 has pytest (python3-pytest); a pyenv python3 may not.
@@ -20,5 +25,5 @@ cd "$repo/tests/integration"
 int_rc=$?
 
 echo
-echo "run-tests: unit rc=$unit_rc, integration rc=$int_rc"
-[ $unit_rc = 0 ] && [ $int_rc = 0 ]
+echo "run-tests: unit rc=$unit_rc, qtest rc=$qtest_rc, integration rc=$int_rc"
+[ $unit_rc = 0 ] && [ $qtest_rc = 0 ] && [ $int_rc = 0 ]

@@ -205,7 +205,7 @@ static int check_header(uint32_t page_size, uint32_t nblocks, size_t name_len,
     return 0;
 }
 
-static int check_descriptor(const SfDescriptor *d, GError **err)
+int sf_descriptor_check(const SfDescriptor *d, GError **err)
 {
     uint32_t i;
 
@@ -245,7 +245,7 @@ GBytes *sf_descriptor_encode(const SfDescriptor *d)
     size_t name_len, vm_len;
     uint32_t i;
 
-    if (check_descriptor(d, NULL) < 0) {
+    if (sf_descriptor_check(d, NULL) < 0) {
         return NULL;
     }
     name_len = strlen(d->machine);
@@ -457,7 +457,7 @@ int sf_descriptor_write(const char *path, const SfDescriptor *d, GError **err)
     gsize len;
     int fd, dfd, ret = 0;
 
-    if (check_descriptor(d, err) < 0) {
+    if (sf_descriptor_check(d, err) < 0) {
         return -EINVAL;
     }
     bytes = sf_descriptor_encode(d);

@@ -67,6 +67,12 @@ typedef struct SfDescriptor {
     uint64_t devstate_len;
 } SfDescriptor;
 
+/*
+ * Whether d may be written: every field within the bounds the format
+ * (and so every reader) accepts.  0, or -1 with err set.  vm-fork checks
+ * its descriptor-to-be with it before it pauses the guest.
+ */
+int sf_descriptor_check(const SfDescriptor *d, GError **err);
 /* Encode to a buffer (for tests and fuzzers) and decode from one. */
 GBytes *sf_descriptor_encode(const SfDescriptor *d);
 SfDescriptor *sf_descriptor_decode(const uint8_t *buf, size_t len,

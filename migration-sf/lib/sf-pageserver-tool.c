@@ -8,7 +8,10 @@
  * at the protocol by hand:
  *
  *   sf-pageserver-tool --listen unix:/tmp/sf.sock --image ram.bin \
- *       --fork-id 7 --secret 00112233445566778899aabbccddeeff --max-clones 2
+ *       --fork-id 7 --secret-file secret --max-clones 2
+ *
+ * The secret file holds the fork's 16 raw bytes, as vm-fork writes it: a
+ * secret on the command line would be readable by every local user.
  *
  * prints "LISTENING <endpoint>" (with the real port for tcp:HOST:0) on
  * stdout once clients may connect, serves until the page server's lifetime
@@ -41,7 +44,7 @@ static void on_signal(int sig G_GNUC_UNUSED)
 
 int main(int argc, char **argv)
 {
-    char *listen_ep = NULL, *image = NULL, *secret_hex = NULL;
+    char *listen_ep = NULL, *image = NULL, *secret_file = NULL;
     char *stats = NULL;
     gint64 fork_id = 1;
     gint max_clones = 1, grace_ms = 0, idle_ms = 0;
@@ -52,8 +55,8 @@ int main(int argc, char **argv)
           "file served as block 0", "FILE" },
         { "fork-id", 'f', 0, G_OPTION_ARG_INT64, &fork_id,
           "fork id clients must name", "N" },
-        { "secret", 's', 0, G_OPTION_ARG_STRING, &secret_hex,
-          "fork secret, 32 hex digits", "HEX" },
+        { "secret-file", 's', 0, G_OPTION_ARG_FILENAME, &secret_file,
+          "file holding the fork secret (16 raw bytes)", "FILE" },
         { "max-clones", 'n', 0, G_OPTION_ARG_INT, &max_clones,
           "clone ids 1..N are served", "N" },
         { "grace-ms", 0, 0, G_OPTION_ARG_INT, &grace_ms,
@@ -72,6 +75,8 @@ int main(int argc, char **argv)
     SfPageSource *src;
     gchar *contents = NULL;
     gsize len = 0;
+    gchar *secret = NULL;
+    gsize secret_len = 0;
     uint8_t *ram;
     void *hosts[1];
     size_t padded;
@@ -86,16 +91,25 @@ int main(int argc, char **argv)
         return 2;
     }
     g_option_context_free(ctx);
-    if (!listen_ep || !image || !secret_hex) {
+    if (!listen_ep || !image || !secret_file) {
         fprintf(stderr, "sf-pageserver-tool: --listen, --image and "
-                        "--secret are required\n");
+                        "--secret-file are required\n");
         return 2;
     }
-    if (!sf_wire_secret_parse(secret_hex, cfg.secret)) {
-        fprintf(stderr, "sf-pageserver-tool: --secret must be 32 hex "
-                        "digits\n");
+    if (!g_file_get_contents(secret_file, &secret, &secret_len, &err)) {
+        fprintf(stderr, "sf-pageserver-tool: %s\n", err->message);
         return 2;
     }
+    if (secret_len != SF_WIRE_SECRET_LEN) {
+        fprintf(stderr,
+                "sf-pageserver-tool: %s holds %zu bytes, not the %d of a "
+                "fork secret\n",
+                secret_file, (size_t)secret_len, SF_WIRE_SECRET_LEN);
+        return 2;
+    }
+    memcpy(cfg.secret, secret, SF_WIRE_SECRET_LEN);
+    memset(secret, 0, secret_len);
+    g_free(secret);
     if (max_clones < 1 || fork_id < 0) {
         fprintf(stderr, "sf-pageserver-tool: --max-clones must be >= 1 "
                         "and --fork-id >= 0\n");
@@ -152,7 +166,7 @@ int main(int argc, char **argv)
     g_free(ram);
     g_free(listen_ep);
     g_free(image);
-    g_free(secret_hex);
+    g_free(secret_file);
     g_free(stats);
     return ret < 0 ? 1 : 0;
 }

@@ -8,8 +8,9 @@
  * only this thread exists and any lock another thread held at the fork
  * instant stays held forever.  So it uses plain syscalls and GLib memory
  * functions only (glibc makes malloc safe in the child): no GMainLoop, no
- * GThread primitives, no GLib logging, no stdio (log lines are formatted
- * on the stack and written to fd 2 in one write()).
+ * GThread primitives, no GLib logging, and no stdio streams, whose locks
+ * are among those: log lines go to stderr, but formatted on the stack
+ * with snprintf and written to fd 2 in one write() (ps_log()).
  *
  * One poll() loop.  Each turn reads every whole message the readable
  * connections have (up to a small queue per connection) and then serves:
@@ -17,9 +18,10 @@
  * then at most one PREFETCH request per clone, so a clone's background
  * push never delays another clone's (or its own, queued later) faults by
  * more than one chunk, and a busy clone cannot starve the others.  Input
- * is read non-blocking and reassembled per connection; replies are written
- * blocking, and SO_SNDTIMEO bounds how long a peer that stopped reading
- * can hold the loop before it is dropped.
+ * is read non-blocking into a framer per connection (sf-framer.h, the one
+ * the clones read with too); replies are written blocking, and
+ * SO_SNDTIMEO bounds how long a peer that stopped reading can hold the
+ * loop before it is dropped.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -52,6 +54,11 @@
 #define SF_PS_RECV_BUF 64
 /* Requests queued per connection; reading stops while it is full. */
 #define SF_PS_QUEUE 16
+/*
+ * The log is a file in the fork directory: a local user who connects and
+ * drops over and over must not be able to fill the disk through it.
+ */
+#define SF_PS_LOG_MAX (1024 * 1024)
 
 typedef struct SfPsConn {
     SfConn *conn;
@@ -59,10 +66,8 @@ typedef struct SfPsConn {
     int64_t hello_deadline;
     bool dead; /* closed; removed after this poll turn */
     /* Reassembly of one incoming message (see conn_readable()). */
-    bool have_hdr;
-    SfWireHdr hdr;
-    size_t in_len;
-    uint8_t in[SF_WIRE_HDR_SIZE + SF_PS_RECV_BUF];
+    SfFramer framer;
+    uint8_t body[SF_PS_RECV_BUF];
     /* Validated requests waiting to be served, in arrival order. */
     SfMsgRequest queue[SF_PS_QUEUE];
     unsigned queued;
@@ -77,9 +82,11 @@ typedef struct SfPsClone {
 struct SfPageServer {
     SfListener *l;
     SfPageSource *src;
-    SfPageServerConfig cfg; /* strings below are our copies */
-    char *stats_path;
-    char *log_prefix;
+    const SfPageServerConfig *cfg; /* the caller's, for our whole life */
+    const char *log_prefix;
+    int grace_ms; /* cfg's, defaults applied */
+    int idle_ms;
+    size_t log_bytes; /* written by ps_log() so far */
     int wake_fd;
     uint64_t total_pages;
 
@@ -115,12 +122,23 @@ static void G_GNUC_PRINTF(2, 3) ps_log(SfPageServer *s, const char *fmt, ...)
     va_list ap;
     int n, m;
 
+    if (s->log_bytes >= SF_PS_LOG_MAX) {
+        return;
+    }
     n = snprintf(buf, sizeof(buf), "%s: ", s->log_prefix);
     va_start(ap, fmt);
     m = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
     va_end(ap);
     n = MIN(n + MAX(m, 0), (int)sizeof(buf) - 2);
+    if (s->log_bytes + n + 1 >= SF_PS_LOG_MAX) {
+        n = snprintf(buf, sizeof(buf),
+                     "%s: log limit of %d bytes reached; "
+                     "further lines are dropped",
+                     s->log_prefix, SF_PS_LOG_MAX);
+        s->log_bytes = SF_PS_LOG_MAX;
+    }
     buf[n++] = '\n';
+    s->log_bytes += n;
     /* One write() so lines from several servers do not interleave. */
     if (write(STDERR_FILENO, buf, n) < 0) {
         /* Nowhere left to report it. */
@@ -152,18 +170,12 @@ SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
 
     s->l = l;
     s->src = src;
-    s->cfg = *cfg;
-    if (s->cfg.reconnect_grace_ms == 0) {
-        s->cfg.reconnect_grace_ms = SF_PS_DEFAULT_GRACE_MS;
-    }
-    if (s->cfg.idle_timeout_ms == 0) {
-        s->cfg.idle_timeout_ms = SF_PS_DEFAULT_IDLE_MS;
-    }
-    s->stats_path = g_strdup(cfg->stats_path);
-    s->log_prefix =
-        g_strdup(cfg->log_prefix ? cfg->log_prefix : "sf-pageserver");
-    s->cfg.stats_path = s->stats_path;
-    s->cfg.log_prefix = s->log_prefix;
+    s->cfg = cfg;
+    s->grace_ms = cfg->reconnect_grace_ms ? cfg->reconnect_grace_ms
+                                          : SF_PS_DEFAULT_GRACE_MS;
+    s->idle_ms =
+        cfg->idle_timeout_ms ? cfg->idle_timeout_ms : SF_PS_DEFAULT_IDLE_MS;
+    s->log_prefix = cfg->log_prefix ? cfg->log_prefix : "sf-pageserver";
     s->total_pages = sf_pagesrc_total_pages(src);
     s->zero_nblocks = src->nblocks;
     s->zero_known = g_new0(uint64_t *, MAX(src->nblocks, 1));
@@ -193,7 +205,7 @@ char *sf_pageserver_stats_json(SfPageServer *s)
     SfPageServerCloneStats tot = { 0 };
     uint32_t i;
 
-    for (i = 0; i < s->cfg.max_clones; i++) {
+    for (i = 0; i < s->cfg->max_clones; i++) {
         const SfPageServerCloneStats *c = &s->clones[i].st;
 
         tot.requests += c->requests;
@@ -210,10 +222,10 @@ char *sf_pageserver_stats_json(SfPageServer *s)
         ", \"zero_pages\": %" PRIu64 ", \"bytes_sent\": %" PRIu64
         ", \"connects\": %u},\n"
         " \"clones\": [",
-        s->cfg.fork_id, s->cfg.max_clones, s->running ? "true" : "false",
+        s->cfg->fork_id, s->cfg->max_clones, s->running ? "true" : "false",
         s->total_pages, tot.requests, tot.pages_sent, tot.zero_pages,
         tot.bytes_sent, tot.connects);
-    for (i = 0; i < s->cfg.max_clones; i++) {
+    for (i = 0; i < s->cfg->max_clones; i++) {
         const SfPageServerCloneStats *c = &s->clones[i].st;
 
         g_string_append_printf(
@@ -239,12 +251,12 @@ static void stats_write(SfPageServer *s)
 
     s->stats_dirty = false;
     s->stats_written = now_ms();
-    if (!s->stats_path) {
+    if (!s->cfg->stats_path) {
         return;
     }
     json = sf_pageserver_stats_json(s);
     len = strlen(json);
-    tmp = g_strdup_printf("%s.tmp", s->stats_path);
+    tmp = g_strdup_printf("%s.tmp", s->cfg->stats_path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         goto fail;
@@ -262,7 +274,7 @@ static void stats_write(SfPageServer *s)
         }
         off += n;
     }
-    if (close(fd) < 0 || rename(tmp, s->stats_path) < 0) {
+    if (close(fd) < 0 || rename(tmp, s->cfg->stats_path) < 0) {
         unlink(tmp);
         goto fail;
     }
@@ -276,7 +288,7 @@ fail:
         char ebuf[128];
 
         s->stats_error_logged = true;
-        ps_log(s, "cannot write stats to %s: %s", s->stats_path,
+        ps_log(s, "cannot write stats to %s: %s", s->cfg->stats_path,
                strerror_r(errno, ebuf, sizeof(ebuf)));
     }
     g_free(tmp);
@@ -308,7 +320,7 @@ static void conn_drop(SfPageServer *s, SfPsConn *pc, const char *why)
             s->idle_since = now_ms();
         }
         if (c->st.state == SF_CLONE_CONNECTED) {
-            c->grace_deadline = now_ms() + s->cfg.reconnect_grace_ms;
+            c->grace_deadline = now_ms() + s->grace_ms;
             clone_set_state(s, c, SF_CLONE_DISCONNECTED);
         }
     } else {
@@ -326,7 +338,7 @@ static int conn_send(SfPageServer *s, SfPsConn *pc, SfMsgType type,
 {
     GError *err = NULL;
 
-    if (sf_msg_send(pc->conn, type, pc->clone_id, s->cfg.fork_id, body,
+    if (sf_msg_send(pc->conn, type, pc->clone_id, s->cfg->fork_id, body,
                     body_len, payload, payload_len, &err) < 0) {
         /* EPIPE, ECONNRESET or a send timeout: this client is gone. */
         conn_drop(s, pc, err->message);
@@ -375,8 +387,8 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         return;
     }
     /* Both checked before anything else is revealed. */
-    if (!sf_wire_secret_equal(hello.secret, s->cfg.secret) ||
-        hdr->fork_id != s->cfg.fork_id) {
+    if (!sf_wire_secret_equal(hello.secret, s->cfg->secret) ||
+        hdr->fork_id != s->cfg->fork_id) {
         conn_fail(s, pc, SF_WERR_AUTH, "bad secret or fork id");
         return;
     }
@@ -384,7 +396,7 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         conn_fail(s, pc, SF_WERR_PROTO, "clone id 0 is not a clone");
         return;
     }
-    if (hdr->clone_id > s->cfg.max_clones) {
+    if (hdr->clone_id > s->cfg->max_clones) {
         conn_fail(s, pc, SF_WERR_BUSY, "clone id above max_clones");
         return;
     }
@@ -429,7 +441,7 @@ static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         conn_fail(s, pc, SF_WERR_PROTO, why);
         return;
     }
-    if (!sf_wire_secret_equal(req.secret, s->cfg.secret)) {
+    if (!sf_wire_secret_equal(req.secret, s->cfg->secret)) {
         conn_fail(s, pc, SF_WERR_AUTH, "bad secret");
         return;
     }
@@ -543,7 +555,7 @@ static void handle_done(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         conn_fail(s, pc, SF_WERR_PROTO, why);
         return;
     }
-    if (!sf_wire_secret_equal(done.secret, s->cfg.secret)) {
+    if (!sf_wire_secret_equal(done.secret, s->cfg->secret)) {
         conn_fail(s, pc, SF_WERR_AUTH, "bad secret");
         return;
     }
@@ -572,7 +584,7 @@ static void dispatch(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
         conn_fail(s, pc, SF_WERR_PROTO, "expected HELLO first");
         return;
     }
-    if (hdr->fork_id != s->cfg.fork_id) {
+    if (hdr->fork_id != s->cfg->fork_id) {
         conn_fail(s, pc, SF_WERR_AUTH, "wrong fork id");
         return;
     }
@@ -594,69 +606,45 @@ static void dispatch(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
 }
 
 /*
- * Read what a readable connection has and act on a message once it is
- * whole.  Reads are non-blocking and reassembled here rather than done
- * with the transport's blocking recv_exact(): a peer that sends half a
- * header and stalls must not freeze the loop every clone's page faults
- * wait on.  (It is dropped by the HELLO deadline instead, or, after HELLO,
- * only stalls itself.)  The header is validated before a single body byte
- * is read, and client messages are tiny, so the buffer is fixed.
+ * Read what a readable connection has and act on each message once it is
+ * whole.  Reads never block: a peer that sends half a header and stalls
+ * must not freeze the loop every clone's page faults wait on.  (It is
+ * dropped by the HELLO deadline instead, or, after HELLO, only stalls
+ * itself.)  The framer validates the header before a single body byte is
+ * read, and client messages are tiny, so its buffer is SF_PS_RECV_BUF.
  */
 static void conn_readable(SfPageServer *s, SfPsConn *pc)
 {
     for (;;) {
-        size_t want = SF_WIRE_HDR_SIZE + (pc->have_hdr ? pc->hdr.length : 0);
-        ssize_t n;
+        GError *err = NULL;
+        SfRecvResult r = sf_msg_recv_frame(pc->conn, &pc->framer, false, &err);
 
-        if (pc->in_len == want) {
-            if (!pc->have_hdr) {
-                const char *why = NULL;
-                int ret = sf_wire_hdr_decode(pc->in, &pc->hdr, &why);
-
-                if (ret < 0) {
-                    conn_fail(s, pc, -ret, why);
-                    return;
-                }
-                if (pc->hdr.length > SF_PS_RECV_BUF) {
-                    /* A well-formed DATA, say: never read its body. */
-                    conn_fail(s, pc, SF_WERR_PROTO,
-                              "message too long for a client message");
-                    return;
-                }
-                pc->have_hdr = true;
-                continue;
-            }
-            pc->have_hdr = false;
-            pc->in_len = 0;
-            dispatch(s, pc, &pc->hdr, pc->in + SF_WIRE_HDR_SIZE);
+        switch (r) {
+        case SF_RECV_MSG:
+            dispatch(s, pc, &pc->framer.hdr, pc->framer.body);
             if (pc->dead || pc->queued == SF_PS_QUEUE) {
                 return;
             }
             continue;
-        }
-
-        /* Stream sockets only: server-side connections come from accept. */
-        n = recv(pc->conn->fd, pc->in + pc->in_len, want - pc->in_len,
-                 MSG_DONTWAIT);
-        if (n < 0) {
-            char ebuf[128];
-
-            if (errno == EINTR) {
-                continue;
+        case SF_RECV_AGAIN:
+            return;
+        case SF_RECV_EOF:
+            conn_drop(s, pc, "closed by peer");
+            return;
+        case SF_RECV_ERROR:
+            if (err->code == EPROTO || err->code == EPROTONOSUPPORT ||
+                err->code == EMSGSIZE) {
+                /* Malformed, or a well-formed DATA, say: never read on. */
+                conn_fail(s, pc, pc->framer.werr, pc->framer.why);
+            } else {
+                conn_drop(s, pc,
+                          err->code == EPIPE
+                              ? "closed in the middle of a message"
+                              : err->message);
             }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return;
-            }
-            conn_drop(s, pc, strerror_r(errno, ebuf, sizeof(ebuf)));
+            g_error_free(err);
             return;
         }
-        if (n == 0) {
-            conn_drop(s, pc,
-                      pc->in_len ? "closed in the middle of a message"
-                                 : "closed by peer");
-            return;
-        }
-        pc->in_len += n;
     }
 }
 
@@ -680,6 +668,7 @@ static void listener_readable(SfPageServer *s)
 
     pc = g_new0(SfPsConn, 1);
     pc->conn = conn;
+    sf_framer_init(&pc->framer, pc->body, sizeof(pc->body));
     pc->hello_deadline = now_ms() + SF_PS_HELLO_TIMEOUT_MS;
     g_ptr_array_add(s->conns, pc);
     s->npending++;
@@ -711,7 +700,7 @@ static bool all_clones_finished(SfPageServer *s)
 {
     uint32_t i;
 
-    for (i = 0; i < s->cfg.max_clones; i++) {
+    for (i = 0; i < s->cfg->max_clones; i++) {
         SfCloneState st = s->clones[i].st.state;
 
         if (st != SF_CLONE_DONE && st != SF_CLONE_ENDED) {
@@ -730,7 +719,7 @@ static int64_t timers_run(SfPageServer *s, int64_t now)
     int64_t next = G_MAXINT64;
     uint32_t i;
 
-    for (i = 0; i < s->cfg.max_clones; i++) {
+    for (i = 0; i < s->cfg->max_clones; i++) {
         SfPsClone *c = &s->clones[i];
 
         if (c->st.state != SF_CLONE_DISCONNECTED) {
@@ -738,7 +727,7 @@ static int64_t timers_run(SfPageServer *s, int64_t now)
         }
         if (c->grace_deadline <= now) {
             ps_log(s, "clone %u did not come back within %d ms: ended",
-                   c->st.clone_id, s->cfg.reconnect_grace_ms);
+                   c->st.clone_id, s->grace_ms);
             clone_set_state(s, c, SF_CLONE_ENDED);
         } else {
             next = MIN(next, c->grace_deadline);
@@ -756,8 +745,8 @@ static int64_t timers_run(SfPageServer *s, int64_t now)
             next = MIN(next, pc->hello_deadline);
         }
     }
-    if (s->nbound == 0 && s->cfg.idle_timeout_ms >= 0) {
-        next = MIN(next, s->idle_since + s->cfg.idle_timeout_ms);
+    if (s->nbound == 0 && s->idle_ms >= 0) {
+        next = MIN(next, s->idle_since + s->idle_ms);
     }
     if (s->stats_dirty) {
         next = MIN(next, s->stats_written + SF_PS_STATS_INTERVAL_MS);
@@ -827,7 +816,7 @@ int sf_pageserver_run(SfPageServer *s)
     s->running = true;
     s->idle_since = now_ms();
     ps_log(s, "serving %u blocks (%" PRIu64 " pages) on %s for %u clones",
-           s->src->nblocks, s->total_pages, s->l->endpoint, s->cfg.max_clones);
+           s->src->nblocks, s->total_pages, s->l->endpoint, s->cfg->max_clones);
     stats_write(s);
 
     for (;;) {
@@ -842,8 +831,8 @@ int sf_pageserver_run(SfPageServer *s)
             reason = "every clone is done or ended";
             break;
         }
-        if (s->nbound == 0 && s->cfg.idle_timeout_ms >= 0 &&
-            now - s->idle_since >= s->cfg.idle_timeout_ms) {
+        if (s->nbound == 0 && s->idle_ms >= 0 &&
+            now - s->idle_since >= s->idle_ms) {
             reason = "idle timeout";
             break;
         }
@@ -933,7 +922,7 @@ void sf_pageserver_get_stats(SfPageServer *s, SfPageServerCloneStats *out,
 {
     uint32_t i;
 
-    for (i = 0; i < n && i < s->cfg.max_clones; i++) {
+    for (i = 0; i < n && i < s->cfg->max_clones; i++) {
         out[i] = s->clones[i].st;
     }
 }
@@ -966,7 +955,5 @@ void sf_pageserver_free(SfPageServer *s)
     g_free(s->zero_known);
     g_free(s->zero_is);
     g_free(s->clones);
-    g_free(s->stats_path);
-    g_free(s->log_prefix);
     g_free(s);
 }

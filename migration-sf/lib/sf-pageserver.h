@@ -30,6 +30,11 @@
 #include "sf-transport.h"
 #include "sf-wire.h"
 
+/*
+ * The one configuration of a page server, filled once by whoever starts it
+ * (vm-fork in sf-fork.c, the tool, tests) and read in place, never copied:
+ * it must outlive the server.
+ */
 typedef struct SfPageServerConfig {
     uint64_t fork_id;
     uint8_t secret[SF_WIRE_SECRET_LEN];
@@ -60,7 +65,7 @@ typedef struct SfPageServerCloneStats {
 
 typedef struct SfPageServer SfPageServer;
 
-/* Takes ownership of l and src. */
+/* Takes ownership of l and src; keeps cfg (see SfPageServerConfig). */
 SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
                                 const SfPageServerConfig *cfg);
 /* Serve until the lifetime rule above says stop.  0, or -errno on a fatal

@@ -21,6 +21,8 @@ extern const SfConnOps sf_stream_conn_ops;
 
 /* Wrap a connected stream socket; takes ownership of fd and peer. */
 SfConn *sf_stream_conn_new(int fd, char *peer);
+/* SfTransportOps.accept of stream listeners (unix, tcp). */
+SfConn *sf_stream_accept(SfListener *l, GError **err);
 
 /*
  * connect() fd (a fresh socket) to addr, giving up after timeout_ms

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -83,29 +84,23 @@ static int stream_sendv(SfConn *c, const struct iovec *iov, int iovcnt)
     return ret;
 }
 
-static ssize_t stream_recv_exact(SfConn *c, void *buf, size_t len)
+static ssize_t stream_recv(SfConn *c, void *buf, size_t len, bool wait)
 {
-    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, wait ? 0 : MSG_DONTWAIT);
 
-    while (got < len) {
-        ssize_t n = recv(c->fd, (uint8_t *)buf + got, len - got, 0);
-
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            /* SO_RCVTIMEO expiry: a peer stalled mid-message. */
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return -ETIMEDOUT;
-            }
-            return -errno;
+        if (n >= 0) {
+            return n;
         }
-        if (n == 0) {
-            return got == 0 ? 0 : -EPIPE;
+        if (errno == EINTR) {
+            continue;
         }
-        got += n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* Blocking: SO_RCVTIMEO expired, a peer stalled mid-message. */
+            return wait ? -ETIMEDOUT : -EAGAIN;
+        }
+        return -errno;
     }
-    return len;
 }
 
 static void stream_close(SfConn *c)
@@ -119,7 +114,7 @@ static void stream_close(SfConn *c)
 
 const SfConnOps sf_stream_conn_ops = {
     .sendv = stream_sendv,
-    .recv_exact = stream_recv_exact,
+    .recv = stream_recv,
     .close = stream_close,
 };
 
@@ -131,6 +126,46 @@ SfConn *sf_stream_conn_new(int fd, char *peer)
     c->fd = fd;
     c->peer = peer;
     return c;
+}
+
+/*
+ * The listener fd is non-blocking: a connection that was reset between
+ * poll() and accept() must not park the single-threaded page server in
+ * accept().  So this never blocks; with nothing pending it fails with
+ * code EAGAIN and the caller polls l->fd again.
+ */
+SfConn *sf_stream_accept(SfListener *l, GError **err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd;
+
+    do {
+        len = sizeof(ss);
+        fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        sf_transport_set_error(err, errno, "accept on %s", l->endpoint);
+        return NULL;
+    }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        int one = 1;
+
+        /* Requests are small and latency bound: never wait for Nagle. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (ss.ss_family == AF_UNIX) {
+        struct ucred cred;
+        socklen_t cl = sizeof(cred);
+
+        /* Unix peers are unnamed; their pid is what identifies them. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
+            return sf_stream_conn_new(
+                fd, g_strdup_printf("unix:pid=%d", (int)cred.pid));
+        }
+    }
+    return sf_stream_conn_new(
+        fd, sf_sockaddr_to_string((struct sockaddr *)&ss, len));
 }
 
 static int set_nonblock(int fd, bool on)

@@ -217,5 +217,6 @@ static SfConn *tcp_connect(const char *addr, int timeout_ms, GError **err)
 const SfTransportOps sf_transport_tcp = {
     .scheme = "tcp",
     .listen = tcp_listen,
+    .accept = sf_stream_accept,
     .connect = tcp_connect,
 };

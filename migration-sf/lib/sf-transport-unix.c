@@ -157,5 +157,6 @@ static SfConn *unix_connect(const char *path, int timeout_ms, GError **err)
 const SfTransportOps sf_transport_unix = {
     .scheme = "unix",
     .listen = unix_listen,
+    .accept = sf_stream_accept,
     .connect = unix_connect,
 };

@@ -9,8 +9,6 @@
 #endif
 #include <errno.h>
 #include <glib.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -81,44 +79,9 @@ SfListener *sf_listen(const char *endpoint, GError **err)
     return t->listen(addr, err);
 }
 
-/*
- * The listener fd is non-blocking: a connection that was reset between
- * poll() and accept() must not park the single-threaded page server in
- * accept().  So this never blocks; with nothing pending it fails with
- * code EAGAIN and the caller polls l->fd again.
- */
 SfConn *sf_accept(SfListener *l, GError **err)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int fd;
-
-    do {
-        len = sizeof(ss);
-        fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        sf_transport_set_error(err, errno, "accept on %s", l->endpoint);
-        return NULL;
-    }
-    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-        int one = 1;
-
-        /* Requests are small and latency bound: never wait for Nagle. */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    if (ss.ss_family == AF_UNIX) {
-        struct ucred cred;
-        socklen_t cl = sizeof(cred);
-
-        /* Unix peers are unnamed; their pid is what identifies them. */
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-            return sf_stream_conn_new(
-                fd, g_strdup_printf("unix:pid=%d", (int)cred.pid));
-        }
-    }
-    return sf_stream_conn_new(
-        fd, sf_sockaddr_to_string((struct sockaddr *)&ss, len));
+    return l->transport->accept(l, err);
 }
 
 void sf_listener_close(SfListener *l)
@@ -192,54 +155,59 @@ int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id, uint64_t fork_id,
     return 0;
 }
 
-/*
- * Error codes (GError code in SF_TRANSPORT_ERROR): EPROTO for a malformed
- * header, EPROTONOSUPPORT for an unknown version (the page server answers
- * ERROR(VERSION) for that one), EMSGSIZE for a valid header whose body
- * exceeds buf_cap, EPIPE for EOF inside a message, or the socket's errno.
- */
+SfRecvResult sf_msg_recv_frame(SfConn *c, SfFramer *f, bool wait, GError **err)
+{
+    for (;;) {
+        uint8_t *dst;
+        size_t want = sf_framer_want(f, &dst);
+        ssize_t n = c->ops->recv(c, dst, want, wait);
+
+        if (n == -EAGAIN && !wait) {
+            return SF_RECV_AGAIN;
+        }
+        if (n == 0) {
+            if (sf_framer_idle(f)) {
+                return SF_RECV_EOF;
+            }
+            n = -EPIPE;
+        }
+        if (n < 0) {
+            sf_transport_set_error(err, (int)-n, "receive from %s", c->peer);
+            return SF_RECV_ERROR;
+        }
+        switch (sf_framer_advance(f, n)) {
+        case SF_FRAME_PARTIAL:
+            break;
+        case SF_FRAME_READY:
+            return SF_RECV_MSG;
+        case SF_FRAME_BAD:
+            g_set_error(err, SF_TRANSPORT_ERROR,
+                        f->werr == SF_WERR_VERSION ? EPROTONOSUPPORT : EPROTO,
+                        "bad message header from %s: %s", c->peer, f->why);
+            return SF_RECV_ERROR;
+        case SF_FRAME_TOO_BIG:
+            g_set_error(err, SF_TRANSPORT_ERROR, EMSGSIZE,
+                        "%s of %u bytes from %s exceeds buffer of %zu",
+                        sf_wire_type_name(f->hdr.type), f->hdr.length, c->peer,
+                        f->body_cap);
+            return SF_RECV_ERROR;
+        }
+    }
+}
+
 int sf_msg_recv(SfConn *c, SfWireHdr *hdr, uint8_t *buf, size_t buf_cap,
                 GError **err)
 {
-    uint8_t raw[SF_WIRE_HDR_SIZE];
-    const char *why = NULL;
-    ssize_t n;
-    int ret;
+    SfFramer f;
 
-    n = c->ops->recv_exact(c, raw, sizeof(raw));
-    if (n == 0) {
-        return 0;
-    }
-    if (n < 0) {
-        sf_transport_set_error(err, (int)-n, "receive header from %s", c->peer);
-        return -1;
-    }
-    ret = sf_wire_hdr_decode(raw, hdr, &why);
-    if (ret < 0) {
-        g_set_error(err, SF_TRANSPORT_ERROR,
-                    ret == -SF_WERR_VERSION ? EPROTONOSUPPORT : EPROTO,
-                    "bad message header from %s: %s", c->peer, why);
-        return -1;
-    }
-    /* The header is sane; still never read a body we cannot hold. */
-    if (hdr->length > buf_cap) {
-        g_set_error(err, SF_TRANSPORT_ERROR, EMSGSIZE,
-                    "%s of %u bytes from %s exceeds buffer of %zu",
-                    sf_wire_type_name(hdr->type), hdr->length, c->peer,
-                    buf_cap);
-        return -1;
-    }
-    if (hdr->length == 0) {
+    sf_framer_init(&f, buf, buf_cap);
+    switch (sf_msg_recv_frame(c, &f, true, err)) {
+    case SF_RECV_MSG:
+        *hdr = f.hdr;
         return 1;
-    }
-    n = c->ops->recv_exact(c, buf, hdr->length);
-    if (n == 0) {
-        n = -EPIPE;
-    }
-    if (n < 0) {
-        sf_transport_set_error(err, (int)-n, "receive %s body from %s",
-                               sf_wire_type_name(hdr->type), c->peer);
+    case SF_RECV_EOF:
+        return 0;
+    default:
         return -1;
     }
-    return 1;
 }

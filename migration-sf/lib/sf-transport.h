@@ -7,9 +7,17 @@
  * A transport is a small vtable (SfTransportOps) chosen by the endpoint's
  * scheme: "unix:/path/to/sock" or "tcp:HOST:PORT" today; "mcast:..." (UDP
  * multicast with unicast repair) plugs in behind the same calls.  Nothing
- * above this interface knows how many clones listen to one server: a
- * connection delivers whole messages, and page messages name their pages,
- * not their receiver.
+ * above this interface knows how many clones listen to one server: every
+ * receiver frames messages with one SfFramer (sf-framer.h), and page
+ * messages name their pages, not their receiver.
+ *
+ * How a datagram transport fits: its listen() binds the group, its
+ * accept() hands out, once, the one SfConn every clone's datagrams arrive
+ * on (SfConnOps.datagram set), and its recv() delivers one datagram per
+ * call into sf_framer_dgram_iov().  There is no connection per clone, so
+ * a server keys per-clone state by the clone id of each message, trusted
+ * only once the message authenticated, and answers to the fork (the
+ * header's clone id 0), not to a connection.
  *
  * Errors are reported as GError (domain SF_TRANSPORT_ERROR, code = errno
  * value when there is one) and logged by whoever consumes them.
@@ -18,9 +26,11 @@
 #define SF_TRANSPORT_H
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "sf-framer.h"
 #include "sf-wire.h"
 
 #define SF_TRANSPORT_ERROR (sf_transport_error_quark())
@@ -33,6 +43,8 @@ typedef struct SfTransportOps {
     const char *scheme; /* "unix", "tcp" */
     /* addr is the endpoint without "scheme:" */
     SfListener *(*listen)(const char *addr, GError **err);
+    /* Never blocks: with nothing pending, fails with code EAGAIN. */
+    SfConn *(*accept)(SfListener *l, GError **err);
     SfConn *(*connect)(const char *addr, int timeout_ms, GError **err);
 } SfTransportOps;
 
@@ -40,10 +52,11 @@ typedef struct SfConnOps {
     /* Send all of iov or fail; blocking.  0 or -errno. */
     int (*sendv)(SfConn *c, const struct iovec *iov, int iovcnt);
     /*
-     * Receive exactly len bytes; blocking.  Returns len, 0 on a clean EOF
-     * before the first byte, or -errno (-EPIPE for EOF in the middle).
+     * Receive up to len bytes.  wait: block until at least one byte (or
+     * SO_RCVTIMEO: -ETIMEDOUT); else -EAGAIN when nothing is there.
+     * Returns the byte count, 0 at end of stream, or -errno.
      */
-    ssize_t (*recv_exact)(SfConn *c, void *buf, size_t len);
+    ssize_t (*recv)(SfConn *c, void *buf, size_t len, bool wait);
     void (*close)(SfConn *c);
 } SfConnOps;
 
@@ -64,8 +77,7 @@ struct SfListener {
 const SfTransportOps *sf_transport_lookup(const char *endpoint);
 
 SfListener *sf_listen(const char *endpoint, GError **err);
-/* Never blocks (the listener fd is non-blocking): with nothing pending it
- * fails with code EAGAIN; poll l->fd first. */
+/* l->transport->accept: never blocks; poll l->fd first. */
 SfConn *sf_accept(SfListener *l, GError **err);
 void sf_listener_close(SfListener *l);
 /* timeout_ms < 0: block */
@@ -76,18 +88,32 @@ void sf_conn_close(SfConn *c);
  * Message layer shared by every transport.
  *
  * sf_msg_send() writes header + body + optional payload in one sendv.
- * sf_msg_recv() reads a header, validates it (sf_wire_hdr_decode) and only
- * then reads its body into buf (which must hold hdr->length bytes; a body
- * longer than buf_cap is an error, never a partial read).  Returns 1 when
- * a message was read, 0 on clean EOF, or -1 with err set.  On a protocol
- * error the connection must be closed: the stream has lost alignment.
- * err->code: EPROTO bad header, EPROTONOSUPPORT unknown version, EMSGSIZE
- * body larger than buf_cap (not read), EPIPE EOF inside a message,
- * ETIMEDOUT SO_RCVTIMEO expired, else the socket errno.
+ *
+ * sf_msg_recv_frame() reads from c into f (sf-framer.h) until f holds one
+ * whole message: blocking when wait, else returning SF_RECV_AGAIN as soon
+ * as c has nothing more, with the partial message kept in f for the next
+ * call.  SF_RECV_EOF is a close between messages.  SF_RECV_ERROR sets
+ * err; the connection must then be closed (the stream lost alignment):
+ * err->code EPROTO bad header, EPROTONOSUPPORT unknown version (f->werr
+ * says which wire error to answer), EMSGSIZE a body larger than f's
+ * buffer (not read), EPIPE end of stream inside a message, ETIMEDOUT
+ * SO_RCVTIMEO expired, else the socket errno.
+ *
+ * sf_msg_recv() is the blocking form over a framer of its own: the body
+ * lands in buf (buf_cap bytes).  1 when a message was read, 0 on clean
+ * EOF, -1 with err set (codes as above).
  */
+typedef enum SfRecvResult {
+    SF_RECV_ERROR = -2,
+    SF_RECV_EOF = -1,
+    SF_RECV_AGAIN = 0,
+    SF_RECV_MSG = 1,
+} SfRecvResult;
+
 int sf_msg_send(SfConn *c, SfMsgType type, uint32_t clone_id, uint64_t fork_id,
                 const void *body, size_t body_len, const void *payload,
                 size_t payload_len, GError **err);
+SfRecvResult sf_msg_recv_frame(SfConn *c, SfFramer *f, bool wait, GError **err);
 int sf_msg_recv(SfConn *c, SfWireHdr *hdr, uint8_t *buf, size_t buf_cap,
                 GError **err);
 

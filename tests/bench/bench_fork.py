@@ -35,7 +35,7 @@ def cold_boot(lab):
     vm = lab.vm("cold", mem_mib=512)
     vm.wait_ready()
     ready = time.monotonic() - t
-    vm.close()
+    lab.stop([vm])
     return ready
 
 
@@ -61,7 +61,7 @@ def snapshot_restore(lab, parent, mig):
     answers = time.monotonic() - t
     pages, bad, _ = pattern.verify(vm.serial, 1)
     assert bad == 0, "restored VM lost its memory"
-    vm.close()
+    lab.stop([vm])
     return save, size, running, answers, status.get("status")
 
 
@@ -96,9 +96,7 @@ def fork_row(lab, parent, n, prefetch, seed):
         "p99": max(s["fault-p99-us"] for s in stats),
         "verify_s": verify_s,
     }
-    for c in clones:
-        c.close()
-    lab.vms = [v for v in lab.vms if v not in clones]
+    lab.stop(clones)
     return row
 
 

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 
+import leaks
 import sfvm
 
 SFD = os.path.join(sfvm.BUILD, "host", "sfd", "sfd")
@@ -160,6 +161,7 @@ class Sfd:
             m = re.search(r"interfaces sf\*-([0-9a-f]{4})\*", log)
             if m:
                 self.tag = m.group(1)
+                leaks.SFD_TAGS.add(self.tag)
                 return self
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"sfd did not start: {log}")

@@ -178,6 +178,7 @@ class VM:
                                      "mac=52:54:00:12:34:56"]
         self.args += list(extra_args)
         self.proc = None
+        self.pid = None
         self.qmp = None
         self.serial = None
         self.events = []
@@ -190,6 +191,7 @@ class VM:
                                      env=env,
                                      stdout=self.logf,
                                      stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
         self.attach()
         return self
 
@@ -256,16 +258,30 @@ class VM:
             self.proc.send_signal(sig)
             self.proc.wait(10)
 
-    def close(self):
+    def close_channels(self):
         for c in (self.serial, self.qmp):
             try:
                 if c:
                     c.close()
             except Exception:
                 pass
-        self.kill()
+        self.serial = self.qmp = None
+
+    def reap(self):
+        """After the process ended: collect it and close its log."""
+        if self.proc:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         if getattr(self, "logf", None):
             self.logf.close()
+            self.logf = None
+
+    def close(self):
+        self.close_channels()
+        self.kill()
+        self.reap()
 
 
 class CloneVM(VM):
@@ -296,12 +312,15 @@ class CloneVM(VM):
         try:
             with open(f"/proc/{self.pid}/stat") as f:
                 return f.read().split(") ")[1][0] != "Z"
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             return False
 
     def kill(self, sig=signal.SIGKILL):
         if self.alive():
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 class QMPError(Exception):
@@ -314,7 +333,8 @@ def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] not in "ZX"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # ESRCH: reading the stat of a process that is exiting.
         return False
 
 

@@ -62,9 +62,10 @@ def test_bad_qmp_arguments_get_clear_errors(lab):
         ("vm-fork", {"clones": 0}, r"clones must be 1\.\.64"),
         ("vm-fork", {"clones": 65}, r"clones must be 1\.\.64"),
         ("vm-fork", {"listen": "carrier-pigeon:x"}, r"endpoint"),
-        ("vm-fork", {"dir": "/proc/sf-no-such/dir"}, r"cannot create"),
+        ("vm-fork", {"dir": "/proc/sf-no-such/dir"},
+         r"vm-fork: directory: cannot create"),
         ("vm-fork", {"nonsense": True}, r"nonsense"),
-        ("query-sf-clone", {}, r"not a clone"),
+        ("query-sf-clone", {"nonsense": True}, r"nonsense"),
     ]
     for name, args, rx in cases:
         resp = vm.cmd_raw(name, args)
@@ -72,6 +73,8 @@ def test_bad_qmp_arguments_get_clear_errors(lab):
         assert re.search(rx, resp["error"]["desc"]), (name, args, resp)
     # Nothing was left half-done: the VM is still fine and has no forks.
     assert vm.cmd("query-sf-forks") == []
+    # A query, not an error, on a VM that is not a clone.
+    assert vm.cmd("query-sf-clone") == {"state": "not-a-clone"}
     assert vm.cmd("query-status")["status"] in ("running", "prelaunch",
                                                  "paused")
 

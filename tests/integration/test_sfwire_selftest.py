@@ -62,10 +62,13 @@ class ToolServer:
         self.image = tmp_path / "image.bin"
         self.image.write_bytes(IMAGE)
         self.stats = tmp_path / "stats.json"
+        secret = tmp_path / "secret"
+        secret.write_bytes(SECRET)
+        secret.chmod(0o600)
         self.log = open(tmp_path / "server.log", "w+")
         self.proc = subprocess.Popen(
             [tool, "--listen", listen, "--image", str(self.image),
-             "--fork-id", str(FORK_ID), "--secret", SECRET.hex(),
+             "--fork-id", str(FORK_ID), "--secret-file", str(secret),
              "--max-clones", str(max_clones), "--stats", str(self.stats),
              *extra],
             stdout=subprocess.PIPE, stderr=self.log, text=True)

@@ -113,6 +113,7 @@ static const Transport transports[] = {
 
 typedef struct Server {
     SfPageServer *ps;
+    SfPageServerConfig cfg; /* the server reads it in place */
     GThread *thread;
     char *endpoint;
     char *dir;
@@ -140,12 +141,7 @@ static Server *server_start(const Transport *t, uint32_t max_clones,
         { "vga.vram", 0, 0 },
     };
     void *hosts[2] = { block_mem[0], block_mem[1] };
-    SfPageServerConfig cfg = {
-        .fork_id = FORK_ID,
-        .max_clones = max_clones,
-        .reconnect_grace_ms = grace_ms,
-        .idle_timeout_ms = idle_ms,
-    };
+    SfPageServerConfig *cfg = &s->cfg;
     GError *err = NULL;
     SfListener *l;
     char *ep;
@@ -173,10 +169,14 @@ static Server *server_start(const Transport *t, uint32_t max_clones,
         blocks[b].length = block_pages[b] * PAGE;
         blocks[b].page_size = PAGE;
     }
-    memcpy(cfg.secret, secret, sizeof(secret));
-    cfg.stats_path = s->stats_path;
-    cfg.log_prefix = "test-pageserver";
-    s->ps = sf_pageserver_new(l, sf_pagesrc_mem_new(blocks, hosts, 2), &cfg);
+    cfg->fork_id = FORK_ID;
+    cfg->max_clones = max_clones;
+    cfg->reconnect_grace_ms = grace_ms;
+    cfg->idle_timeout_ms = idle_ms;
+    memcpy(cfg->secret, secret, sizeof(secret));
+    cfg->stats_path = s->stats_path;
+    cfg->log_prefix = "test-pageserver";
+    s->ps = sf_pageserver_new(l, sf_pagesrc_mem_new(blocks, hosts, 2), cfg);
     s->thread = g_thread_new("pageserver", server_thread, s);
     return s;
 }
