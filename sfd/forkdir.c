@@ -22,11 +22,12 @@
 #include "proc.h"
 #include "qmp.h"
 #include "vm.h"
+/* vm-fork's clone-args contract (migration-sf/lib, shared with QEMU). */
+#include "sf-clone-args.h"
 
-/* vm-fork's clone-args name the clone's id with this placeholder, to be
- * replaced by the QEMU clone id (QEMU's qapi-sf.json, SfForkInfo). */
-#define SFD_CLONE_ID_PLACEHOLDER "@CLONE_ID@"
-#define SFD_FORKDIR_PIDFILE      "sfd-fork"
+#define SFD_FORKDIR_PIDFILE "sfd-fork"
+/* A page server told to stop (SIGTERM) is killed after this long. */
+#define SFD_SERVER_STOP_MS 5000
 
 static GHashTable *forkdirs; /* path -> SfdForkDir */
 
@@ -95,16 +96,51 @@ static void remove_dir(const char *path)
     rmdir(path);
 }
 
+/* A page server asked to stop: removed once it has (it cleans up after
+ * itself on SIGTERM), or killed after SFD_SERVER_STOP_MS. */
+typedef struct Stopping {
+    char *path;
+    pid_t pid;
+    guint64 starttime;
+    gint64 deadline_us;
+} Stopping;
+
+static gboolean stopping_check(gpointer data)
+{
+    Stopping *s = data;
+
+    if (sfd_proc_alive(s->pid, s->starttime) &&
+        g_get_monotonic_time() < s->deadline_us) {
+        return G_SOURCE_CONTINUE;
+    }
+    if (sfd_proc_kill(s->pid, s->starttime, SIGKILL) == 0) {
+        g_warning("%s: page server %d did not stop in %d ms: killed", s->path,
+                  s->pid, SFD_SERVER_STOP_MS);
+    }
+    remove_dir(s->path);
+    g_free(s->path);
+    g_free(s);
+    return G_SOURCE_REMOVE;
+}
+
 void sfd_forkdir_release(SfdForkDir *fd)
 {
     if (--fd->holders > 0) {
         return;
     }
-    if (sfd_proc_kill(fd->server_pid, fd->server_starttime, SIGKILL) == 0) {
-        g_info("%s: stopped page server %d", fd->path, fd->server_pid);
-    }
-    remove_dir(fd->path);
     g_hash_table_remove(forkdirs, fd->path);
+    if (sfd_proc_kill(fd->server_pid, fd->server_starttime, SIGTERM) == 0) {
+        Stopping *s = g_new0(Stopping, 1);
+
+        g_info("%s: stopping page server %d", fd->path, fd->server_pid);
+        s->path = g_steal_pointer(&fd->path);
+        s->pid = fd->server_pid;
+        s->starttime = fd->server_starttime;
+        s->deadline_us = g_get_monotonic_time() + SFD_SERVER_STOP_MS * 1000;
+        g_timeout_add(50, stopping_check, s);
+    } else {
+        remove_dir(fd->path);
+    }
     g_free(fd->path);
     g_strfreev(fd->clone_args);
     g_free(fd);
@@ -134,15 +170,14 @@ void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *mac,
                             GPtrArray *argv)
 {
     g_autofree char *id = g_strdup_printf("%d", n);
-    const size_t plen = strlen(SFD_CLONE_ID_PLACEHOLDER);
 
     for (char **a = fd->clone_args; *a; a++) {
-        const char *at = strstr(*a, SFD_CLONE_ID_PLACEHOLDER);
+        const char *at = strstr(*a, SF_CLONE_ID_PLACEHOLDER);
         if (at) {
             g_autofree char *before = g_strndup(*a, at - *a);
-            g_ptr_array_add(argv,
-                            g_strconcat(before, id, at + plen,
-                                        mac ? ",mac=" : "", mac ?: "", NULL));
+            g_ptr_array_add(
+                argv, g_strconcat(before, id, at + SF_CLONE_ID_PLACEHOLDER_LEN,
+                                  mac ? ",mac=" : "", mac ?: "", NULL));
         } else {
             g_ptr_array_add(argv, g_strdup(*a));
         }

@@ -1,15 +1,11 @@
 /*
  * Fuzz target: sfd's request decoding, JSON line -> command and typed
- * arguments, with the real command table (sfd_commands) and the real
- * argument check (sfd_args_check, sfd/proto.c).  The line is parsed with
- * json-glib and taken apart in the order sfd/proto.c's client_line()
- * does (an object; only execute, arguments, id; execute a string naming a
- * command; arguments an object); client_line() itself is static, so this
- * mirrors its steps rather than calling it.
+ * arguments: sfd_request_decode() (sfd/proto.c), the very function the
+ * protocol server's line handler calls, with the real command table.
  *
- * A crash, a sanitizer report, an error without a message, or arguments
- * accepted that the command's spec does not allow (an unknown member, a
- * wrong type, a required one missing) is a bug.
+ * A crash, a sanitizer report, an error without a class or message, or
+ * arguments accepted that the command's spec does not allow (an unknown
+ * member, a wrong type, a required one missing) is a bug.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -20,12 +16,11 @@
 #include <string.h>
 
 #include "sfd.h"
+#include "commands.h"
+#include "proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 GPtrArray *sf_fuzz_seeds(void);
-
-/* Defined by sfd's main.c; decoding never reaches a command function. */
-Sfd *sfd;
 
 /* The oracle: what a member of this type must look like. */
 static gboolean holds(JsonNode *n, SfdArgType t)
@@ -82,47 +77,22 @@ static void check_accepted(const SfdCommand *cmd, JsonObject *args)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    g_autoptr(JsonParser) parser = json_parser_new_immutable();
     g_autoptr(JsonObject) args = NULL;
-    g_autofree char *line = g_strndup((const char *)data, size);
-    g_autofree char *bad = NULL;
-    const SfdCommand *cmd;
-    JsonNode *root, *exec, *argn;
-    JsonObject *o;
+    g_autoptr(JsonNode) id = NULL;
+    g_autofree char *cls = NULL, *err = NULL;
+    const SfdCommand *cmd = NULL;
 
-    /* sfd reads lines: a NUL or newline ends what it sees of one. */
-    if (!json_parser_load_from_data(parser, line, -1, NULL)) {
+    /* sfd hands over one line, without its newline. */
+    if (memchr(data, '\n', size)) {
         return 0;
     }
-    root = json_parser_get_root(parser);
-    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-        return 0;
-    }
-    o = json_node_get_object(root);
-    exec = json_object_get_member(o, "execute");
-    if (!exec || !JSON_NODE_HOLDS_VALUE(exec) ||
-        json_node_get_value_type(exec) != G_TYPE_STRING) {
-        return 0;
-    }
-    for (cmd = sfd_commands; cmd->name; cmd++) {
-        if (!strcmp(cmd->name, json_node_get_string(exec))) {
-            break;
-        }
-    }
-    if (!cmd->name) {
-        return 0;
-    }
-    argn = json_object_get_member(o, "arguments");
-    if (argn && !JSON_NODE_HOLDS_OBJECT(argn)) {
-        return 0;
-    }
-    args =
-        argn ? json_object_ref(json_node_get_object(argn)) : json_object_new();
-    bad = sfd_args_check(cmd->args, args);
-    if (bad) {
-        g_assert(bad[0]);
-    } else {
+    if (sfd_request_decode(sfd_commands, (const char *)data, size, &cmd, &args,
+                           &id, &cls, &err)) {
+        g_assert(cmd && cmd->name && args && !cls && !err);
         check_accepted(cmd, args);
+    } else {
+        g_assert(cls && cls[0] && err && err[0]);
+        g_assert(!args);
     }
     return 0;
 }

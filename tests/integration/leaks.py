@@ -7,7 +7,8 @@ users of the machine's /tmp never confuse the comparison.  Besides
 files: processes running one of our binaries, unix sockets bound under
 that directory (a socket whose file was removed but is still open
 counts), network interfaces of the sfd instances the module ran, and
-network namespaces named sf-* (the tests' convention).
+network namespaces named sf-* (the tests' convention) or sfh-* (the test
+hosts of scripts/test-hosts.sh, with their bridges and veths).
 """
 
 import os
@@ -72,15 +73,18 @@ def _sockets():
 
 
 def _links():
+    """sfd's bridges and taps, and the test hosts' bridges and veths
+    (scripts/test-hosts.sh)."""
     return {n for n in os.listdir("/sys/class/net")
-            if any(n.startswith((f"sfbr-{t}", f"sft-{t}")) for t in SFD_TAGS)}
+            if n.startswith(("sfhb-", "sfhv")) or
+            any(n.startswith((f"sfbr-{t}", f"sft-{t}")) for t in SFD_TAGS)}
 
 
 def _netns():
     p = subprocess.run(["ip", "netns", "list"], capture_output=True,
                        text=True)
     return {line.split()[0] for line in p.stdout.splitlines()
-            if line.startswith("sf-")}
+            if line.startswith(("sf-", "sfh-"))}
 
 
 def snapshot():
