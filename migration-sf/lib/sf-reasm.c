@@ -36,21 +36,6 @@ static uint64_t key_of(uint32_t block, uint64_t page)
     return (uint64_t)block << 44 | (page & ((1ull << 44) - 1));
 }
 
-size_t sf_reasm_frag_len(unsigned index, unsigned count)
-{
-    size_t s, start;
-
-    if (count == 0 || count > SF_REASM_MAX_FRAG || index >= count) {
-        return 0;
-    }
-    s = (SF_REASM_PAGE + count - 1) / count;
-    start = (size_t)index * s;
-    if (start >= SF_REASM_PAGE) {
-        return 0;
-    }
-    return MIN(s, SF_REASM_PAGE - start);
-}
-
 SfReasm *sf_reasm_new(unsigned max_partial)
 {
     SfReasm *r = g_new0(SfReasm, 1);
@@ -114,7 +99,7 @@ SfReasmResult sf_reasm_add(SfReasm *r, uint32_t block, uint64_t page,
                            unsigned index, unsigned count, const uint8_t *data,
                            size_t len, const uint8_t **page_out)
 {
-    size_t want = sf_reasm_frag_len(index, count);
+    size_t want = sf_wire_frag_len(index, count);
     size_t s = count ? (SF_REASM_PAGE + count - 1) / count : 0;
     uint64_t key = key_of(block, page);
     gpointer v;

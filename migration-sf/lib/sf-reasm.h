@@ -3,9 +3,8 @@
  * page does not fit a 1500-byte MTU, and IP fragmentation is not used:
  * one lost fragment would lose the whole datagram silently) is put back
  * together here, fragment by fragment, in any order.  Fragment i of n
- * carries bytes [i * s, min(4096, (i + 1) * s)) of its page, with
- * s = ceil(4096 / n); anything else is refused.  At most max_partial
- * pages wait for their missing fragments; beyond that the oldest is
+ * carries what sf_wire_frag_len() says; anything else is refused.  At most
+ * max_partial pages wait for their missing fragments; beyond that the oldest is
  * dropped (and will be asked for again).  Pure, not thread-safe.
  *
  * Copyright (c) 2026 snowflock developers
@@ -17,8 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SF_REASM_PAGE     4096u
-#define SF_REASM_MAX_FRAG 32u
+#include "sf-wire.h"
+
+#define SF_REASM_PAGE     SF_WIRE_PAGE_SIZE
+#define SF_REASM_MAX_FRAG SF_WIRE_MAX_FRAGS
 
 typedef enum SfReasmResult {
     SF_REASM_MORE,     /* kept; the page still lacks fragments */
@@ -39,8 +40,6 @@ typedef struct SfReasm SfReasm;
 
 SfReasm *sf_reasm_new(unsigned max_partial);
 void sf_reasm_free(SfReasm *r);
-/* Bytes fragment index of count carries (0 when they do not fit). */
-size_t sf_reasm_frag_len(unsigned index, unsigned count);
 /* *page_out is valid until the next call. */
 SfReasmResult sf_reasm_add(SfReasm *r, uint32_t block, uint64_t page,
                            unsigned index, unsigned count, const uint8_t *data,

@@ -183,6 +183,12 @@ uint64_t sf_seal_sender_count(const SfSealSender *s)
 
 size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out)
 {
+    memcpy(out + SF_SEAL_HDR_SIZE, in, len);
+    return sf_seal_inplace(s, out, len);
+}
+
+size_t sf_seal_inplace(SfSealSender *s, uint8_t *out, size_t len)
+{
     uint8_t nonce[NONCE_SIZE];
 
     put_be32(out, SF_SEAL_MAGIC);
@@ -196,7 +202,8 @@ size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out)
     s->counter++;
     gcm_aes128_set_iv(&s->gcm, sizeof(nonce), nonce);
     gcm_aes128_update(&s->gcm, SF_SEAL_HDR_SIZE, out);
-    gcm_aes128_encrypt(&s->gcm, len, out + SF_SEAL_HDR_SIZE, in);
+    gcm_aes128_encrypt(&s->gcm, len, out + SF_SEAL_HDR_SIZE,
+                       out + SF_SEAL_HDR_SIZE);
     gcm_aes128_digest(&s->gcm, SF_SEAL_TAG_SIZE, out + SF_SEAL_HDR_SIZE + len);
     return len + SF_SEAL_OVERHEAD;
 }

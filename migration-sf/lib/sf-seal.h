@@ -97,6 +97,9 @@ void sf_seal_sender_free(SfSealSender *s);
  * and version (-1 when it is not a sealed header at all). */
 int64_t sf_seal_hdr_length(const uint8_t hdr[SF_SEAL_HDR_SIZE]);
 size_t sf_seal(SfSealSender *s, const void *in, size_t len, uint8_t *out);
+/* The same, in place: buf holds len plaintext bytes at
+ * buf + SF_SEAL_HDR_SIZE and has room for SF_SEAL_OVERHEAD more. */
+size_t sf_seal_inplace(SfSealSender *s, uint8_t *buf, size_t len);
 /* Messages sealed so far (the next counter). */
 uint64_t sf_seal_sender_count(const SfSealSender *s);
 

@@ -115,6 +115,11 @@ SfConn *sf_connect(const char *endpoint, int timeout_ms, GError **err)
     return t->connect(addr, timeout_ms, err);
 }
 
+bool sf_endpoint_is_network(const char *endpoint)
+{
+    return endpoint && !g_str_has_prefix(endpoint, "unix:");
+}
+
 void sf_conn_close(SfConn *c)
 {
     if (c) {

@@ -31,6 +31,7 @@
 #include <sys/uio.h>
 
 #include "sf-framer.h"
+#include "sf-seal.h"
 #include "sf-wire.h"
 
 #define SF_TRANSPORT_ERROR (sf_transport_error_quark())
@@ -83,6 +84,18 @@ void sf_listener_close(SfListener *l);
 /* timeout_ms < 0: block */
 SfConn *sf_connect(const char *endpoint, int timeout_ms, GError **err);
 void sf_conn_close(SfConn *c);
+/*
+ * Seal every message on a connected stream (sf-transport-sealed.c):
+ * returns a connection that replaces inner (and owns it), or NULL (inner
+ * closed) with err set.  server: it sends pages and receives requests.
+ * Network transports (tcp) are always sealed; unix sockets are not
+ * (they live in the fork's 0700 directory).
+ */
+SfConn *sf_conn_seal(SfConn *inner, const SfSealKeys *k, bool server,
+                     GError **err);
+bool sf_conn_is_sealed(const SfConn *c);
+/* Whether an endpoint crosses a network (and must be sealed). */
+bool sf_endpoint_is_network(const char *endpoint);
 
 /*
  * Message layer shared by every transport.

@@ -43,6 +43,16 @@ const SfWireMsgRule sf_wire_msg_table[SF_MSG__MAX] = {
     [SF_MSG_ERROR] = {
         "ERROR", 4, 4 + SF_WIRE_ERRMSG_MAX, false,
     },
+    [SF_MSG_DESC_GET] = {
+        "DESC_GET", SF_WIRE_DESC_GET_LEN, SF_WIRE_DESC_GET_LEN, true,
+    },
+    [SF_MSG_DESC] = {
+        "DESC", SF_WIRE_DESC_LEN, SF_WIRE_DESC_LEN + SF_WIRE_DESC_CHUNK, false,
+    },
+    [SF_MSG_FRAG] = {
+        "FRAG", SF_WIRE_FRAG_LEN + 1, SF_WIRE_FRAG_LEN + SF_WIRE_PAGE_SIZE,
+        false,
+    },
 };
 
 /* Big-endian helpers */
@@ -169,8 +179,7 @@ int sf_wire_hello_decode(const uint8_t *in, size_t len, SfMsgHello *m,
     }
     memcpy(m->secret, in, SF_WIRE_SECRET_LEN);
     m->flags = get_u32(in + 16);
-    /* No HELLO flags are defined in version 1. */
-    if (m->flags != 0) {
+    if (m->flags & ~SF_HELLO_FLAGS_ALL) {
         *why = "unknown HELLO flags";
         return -SF_WERR_PROTO;
     }
@@ -182,6 +191,11 @@ size_t sf_wire_welcome_encode(uint8_t *out, const SfMsgWelcome *m)
     put_u32(out, m->nblocks);
     put_u32(out + 4, m->page_size);
     put_u64(out + 8, m->total_pages);
+    put_u32(out + 16, m->mcast_group);
+    put_u16(out + 20, m->mcast_port);
+    out[22] = m->frag_count;
+    out[23] = 0;
+    put_u64(out + 24, m->desc_len);
     return SF_WIRE_WELCOME_LEN;
 }
 
@@ -194,8 +208,22 @@ int sf_wire_welcome_decode(const uint8_t *in, size_t len, SfMsgWelcome *m,
     m->nblocks = get_u32(in);
     m->page_size = get_u32(in + 4);
     m->total_pages = get_u64(in + 8);
+    m->mcast_group = get_u32(in + 16);
+    m->mcast_port = get_u16(in + 20);
+    m->frag_count = in[22];
+    m->desc_len = get_u64(in + 24);
     if (m->page_size != SF_WIRE_PAGE_SIZE) {
         *why = "WELCOME page size is not the wire page size";
+        return -SF_WERR_PROTO;
+    }
+    if (in[23] != 0) {
+        *why = "WELCOME padding is not zero";
+        return -SF_WERR_PROTO;
+    }
+    if (m->mcast_group ? (m->mcast_group >> 28) != 0xe || !m->mcast_port ||
+                             !m->frag_count || m->frag_count > SF_WIRE_MAX_FRAGS
+                       : m->mcast_port || m->frag_count) {
+        *why = "WELCOME multicast group, port or fragments out of range";
         return -SF_WERR_PROTO;
     }
     return 0;
@@ -227,6 +255,8 @@ size_t sf_wire_request_encode(uint8_t *out, const SfMsgRequest *m)
     put_u32(out + 20, m->npages);
     put_u64(out + 24, m->offset);
     put_u32(out + 32, m->flags);
+    put_u32(out + 36, m->rx_kbps);
+    put_u32(out + 40, m->loss_ppm);
     return SF_WIRE_REQUEST_LEN;
 }
 
@@ -241,6 +271,12 @@ int sf_wire_request_decode(const uint8_t *in, size_t len, SfMsgRequest *m,
     m->npages = get_u32(in + 20);
     m->offset = get_u64(in + 24);
     m->flags = get_u32(in + 32);
+    m->rx_kbps = get_u32(in + 36);
+    m->loss_ppm = get_u32(in + 40);
+    if (m->loss_ppm > 1000000) {
+        *why = "loss above a million parts per million";
+        return -SF_WERR_PROTO;
+    }
     return check_run(m->npages, m->offset, m->flags, why);
 }
 
@@ -295,6 +331,98 @@ int sf_wire_done_decode(const uint8_t *in, size_t len, SfMsgDone *m,
         return -SF_WERR_PROTO;
     }
     memcpy(m->secret, in, SF_WIRE_SECRET_LEN);
+    return 0;
+}
+
+size_t sf_wire_desc_get_encode(uint8_t *out, const SfMsgDescGet *m)
+{
+    memcpy(out, m->secret, SF_WIRE_SECRET_LEN);
+    put_u64(out + 16, m->offset);
+    return SF_WIRE_DESC_GET_LEN;
+}
+
+int sf_wire_desc_get_decode(const uint8_t *in, size_t len, SfMsgDescGet *m,
+                            const char **why)
+{
+    if (check_len(SF_MSG_DESC_GET, len, why) < 0) {
+        return -SF_WERR_PROTO;
+    }
+    memcpy(m->secret, in, SF_WIRE_SECRET_LEN);
+    m->offset = get_u64(in + 16);
+    return 0;
+}
+
+size_t sf_wire_desc_encode(uint8_t *out, const SfMsgDesc *m)
+{
+    put_u64(out, m->offset);
+    put_u64(out + 8, m->total);
+    return SF_WIRE_DESC_LEN;
+}
+
+int sf_wire_desc_decode(const uint8_t *in, size_t len, SfMsgDesc *m,
+                        const char **why)
+{
+    if (check_len(SF_MSG_DESC, len, why) < 0) {
+        return -SF_WERR_PROTO;
+    }
+    m->offset = get_u64(in);
+    m->total = get_u64(in + 8);
+    /* len - 16 <= SF_WIRE_DESC_CHUNK: no overflow below. */
+    if (m->offset > m->total || len - SF_WIRE_DESC_LEN > m->total - m->offset) {
+        *why = "DESC data beyond the descriptor's length";
+        return -SF_WERR_PROTO;
+    }
+    return 0;
+}
+
+size_t sf_wire_frag_encode(uint8_t *out, const SfMsgFrag *m)
+{
+    put_u32(out, m->block);
+    put_u64(out + 4, m->offset);
+    put_u32(out + 12, m->flags);
+    out[16] = m->index;
+    out[17] = m->count;
+    put_u16(out + 18, 0);
+    return SF_WIRE_FRAG_LEN;
+}
+
+size_t sf_wire_frag_len(unsigned index, unsigned count)
+{
+    size_t s, start;
+
+    if (count == 0 || count > SF_WIRE_MAX_FRAGS || index >= count) {
+        return 0;
+    }
+    s = (SF_WIRE_PAGE_SIZE + count - 1) / count;
+    start = (size_t)index * s;
+    return start >= SF_WIRE_PAGE_SIZE ? 0 : MIN(s, SF_WIRE_PAGE_SIZE - start);
+}
+
+int sf_wire_frag_decode(const uint8_t *in, size_t len, SfMsgFrag *m,
+                        const char **why)
+{
+    size_t want;
+
+    if (check_len(SF_MSG_FRAG, len, why) < 0) {
+        return -SF_WERR_PROTO;
+    }
+    m->block = get_u32(in);
+    m->offset = get_u64(in + 4);
+    m->flags = get_u32(in + 12);
+    m->index = in[16];
+    m->count = in[17];
+    if (get_u16(in + 18) != 0) {
+        *why = "FRAG padding is not zero";
+        return -SF_WERR_PROTO;
+    }
+    if (check_run(1, m->offset, m->flags, why) < 0) {
+        return -SF_WERR_PROTO;
+    }
+    want = sf_wire_frag_len(m->index, m->count);
+    if (!want || len != SF_WIRE_FRAG_LEN + want) {
+        *why = "FRAG index, count or length do not fit a page";
+        return -SF_WERR_PROTO;
+    }
     return 0;
 }
 

@@ -26,19 +26,37 @@
  * wrong secret gets an ERROR and the connection is closed):
  *
  *   HELLO    c->s  secret[16] flags:u32                          = 20
- *   WELCOME  s->c  nblocks:u32 page_size:u32 total_pages:u64     = 16
+ *   WELCOME  s->c  nblocks:u32 page_size:u32 total_pages:u64
+ *                  mcast_group:u32 mcast_port:u16 frag_count:u8
+ *                  pad:u8 desc_len:u64                           = 32
  *   REQUEST  c->s  secret[16] block:u32 npages:u32 offset:u64
- *                  flags:u32                                     = 36
+ *                  flags:u32 rx_kbps:u32 loss_ppm:u32            = 44
  *   DATA     s->c  block:u32 npages:u32 offset:u64 flags:u32     = 20
  *                  + npages * page_size bytes of page data
  *   ZERO     s->c  block:u32 npages:u32 offset:u64 flags:u32     = 20
  *   DONE     c->s  secret[16]                                    = 16
  *   ERROR    s->c  code:u32 message (0..SF_WIRE_ERRMSG_MAX bytes,
  *                  not NUL-terminated on the wire)
+ *   DESC_GET c->s  secret[16] offset:u64                         = 24
+ *   DESC     s->c  offset:u64 total:u64                          = 16
+ *                  + 0..SF_WIRE_DESC_CHUNK bytes of the descriptor
+ *   FRAG     s->g  block:u32 offset:u64 flags:u32 index:u8 count:u8
+ *                  pad:u16                                       = 20
+ *                  + one fragment of one page (sf-reasm.h)
  *
- * A DATA or ZERO message names pages by (block index, byte offset) only,
- * never by connection: any clone that receives it (later: over multicast)
- * can place it.  That is what lets one page sent serve every clone.
+ * A DATA, ZERO or FRAG message names pages by (block index, byte offset)
+ * only, never by connection: any clone that receives it, over multicast
+ * (s->g: to the fork's group, FRAG and ZERO), can place it.  That is
+ * what lets one page sent serve every clone.
+ *
+ * HELLO flags: SF_HELLO_DESC_ONLY (the connection only fetches the
+ * descriptor; the clone is not counted as connected).  WELCOME:
+ * mcast_group 0 when the fork has no multicast group; then mcast_port
+ * and frag_count are 0 too.  desc_len is the size of the descriptor the
+ * server hands out (DESC_GET), 0 when it has none.  REQUEST: rx_kbps and
+ * loss_ppm are the clone's receive rate (KiB/s) and loss (parts per
+ * million) over multicast, for the server's pacing; UNICAST asks for the
+ * answer on this connection rather than the group.
  */
 #ifndef SF_WIRE_H
 #define SF_WIRE_H
@@ -48,19 +66,26 @@
 #include <stdint.h>
 
 #define SF_WIRE_MAGIC      0x53465047u
-#define SF_WIRE_VERSION    1
+#define SF_WIRE_VERSION    2
 #define SF_WIRE_HDR_SIZE   24
 #define SF_WIRE_SECRET_LEN 16
 #define SF_WIRE_PAGE_SIZE  4096u
 /* Largest run of pages in one REQUEST/DATA/ZERO: 4 MiB. */
-#define SF_WIRE_MAX_PAGES  1024u
+#define SF_WIRE_MAX_PAGES 1024u
+/* Most datagrams one page is cut into (FRAG), down to a 576-byte MTU. */
+#define SF_WIRE_MAX_FRAGS  32u
 #define SF_WIRE_ERRMSG_MAX 256u
 
-#define SF_WIRE_HELLO_LEN   20
-#define SF_WIRE_WELCOME_LEN 16
-#define SF_WIRE_REQUEST_LEN 36
-#define SF_WIRE_PAGES_LEN   20
-#define SF_WIRE_DONE_LEN    16
+#define SF_WIRE_HELLO_LEN    20
+#define SF_WIRE_WELCOME_LEN  32
+#define SF_WIRE_REQUEST_LEN  44
+#define SF_WIRE_PAGES_LEN    20
+#define SF_WIRE_DONE_LEN     16
+#define SF_WIRE_DESC_GET_LEN 24
+#define SF_WIRE_DESC_LEN     16
+#define SF_WIRE_FRAG_LEN     20
+/* Most descriptor bytes in one DESC. */
+#define SF_WIRE_DESC_CHUNK (1024u * 1024)
 /* Largest body any message may have (a full DATA run). */
 #define SF_WIRE_MAX_BODY                                                       \
     (SF_WIRE_PAGES_LEN + SF_WIRE_MAX_PAGES * SF_WIRE_PAGE_SIZE)
@@ -73,13 +98,21 @@ typedef enum SfMsgType {
     SF_MSG_ZERO = 5,
     SF_MSG_DONE = 6,
     SF_MSG_ERROR = 7,
+    SF_MSG_DESC_GET = 8,
+    SF_MSG_DESC = 9,
+    SF_MSG_FRAG = 10,
     SF_MSG__MAX
 } SfMsgType;
 
-/* REQUEST/DATA/ZERO flags */
+/* REQUEST/DATA/ZERO/FRAG flags */
 #define SF_REQ_DEMAND    0x1u /* a vCPU or QEMU thread is blocked on it */
 #define SF_REQ_PREFETCH  0x2u /* background push */
-#define SF_REQ_FLAGS_ALL (SF_REQ_DEMAND | SF_REQ_PREFETCH)
+#define SF_REQ_UNICAST   0x4u /* answer on this connection, not the group */
+#define SF_REQ_FLAGS_ALL (SF_REQ_DEMAND | SF_REQ_PREFETCH | SF_REQ_UNICAST)
+
+/* HELLO flags */
+#define SF_HELLO_DESC_ONLY 0x1u
+#define SF_HELLO_FLAGS_ALL SF_HELLO_DESC_ONLY
 
 /* ERROR codes */
 typedef enum SfWireError {
@@ -119,6 +152,10 @@ typedef struct SfMsgWelcome {
     uint32_t nblocks;
     uint32_t page_size;
     uint64_t total_pages;
+    uint32_t mcast_group; /* IPv4, host byte order; 0: none */
+    uint16_t mcast_port;
+    uint8_t frag_count; /* datagrams per page on the group */
+    uint64_t desc_len;
 } SfMsgWelcome;
 
 typedef struct SfMsgRequest {
@@ -127,7 +164,29 @@ typedef struct SfMsgRequest {
     uint32_t npages;
     uint64_t offset;
     uint32_t flags;
+    uint32_t rx_kbps;
+    uint32_t loss_ppm;
 } SfMsgRequest;
+
+typedef struct SfMsgDescGet {
+    uint8_t secret[SF_WIRE_SECRET_LEN];
+    uint64_t offset;
+} SfMsgDescGet;
+
+/* Fixed part of DESC. */
+typedef struct SfMsgDesc {
+    uint64_t offset;
+    uint64_t total;
+} SfMsgDesc;
+
+/* Fixed part of FRAG. */
+typedef struct SfMsgFrag {
+    uint32_t block;
+    uint64_t offset;
+    uint32_t flags;
+    uint8_t index;
+    uint8_t count;
+} SfMsgFrag;
 
 /* Fixed part of DATA and ZERO. */
 typedef struct SfMsgPages {
@@ -180,6 +239,21 @@ int sf_wire_pages_decode(SfMsgType type, const uint8_t *in, size_t len,
 size_t sf_wire_done_encode(uint8_t *out, const SfMsgDone *m);
 int sf_wire_done_decode(const uint8_t *in, size_t len, SfMsgDone *m,
                         const char **why);
+size_t sf_wire_desc_get_encode(uint8_t *out, const SfMsgDescGet *m);
+int sf_wire_desc_get_decode(const uint8_t *in, size_t len, SfMsgDescGet *m,
+                            const char **why);
+/* The data follows the fixed part; decode checks offset + data <= total. */
+size_t sf_wire_desc_encode(uint8_t *out, const SfMsgDesc *m);
+int sf_wire_desc_decode(const uint8_t *in, size_t len, SfMsgDesc *m,
+                        const char **why);
+/* The fragment follows; decode checks index < count, the page offset and
+ * that the length is what fragment index of count carries. */
+size_t sf_wire_frag_encode(uint8_t *out, const SfMsgFrag *m);
+int sf_wire_frag_decode(const uint8_t *in, size_t len, SfMsgFrag *m,
+                        const char **why);
+/* Bytes fragment index of count carries: [index * s, min(page,
+ * (index + 1) * s)) of its page, s = ceil(page / count); 0 if none. */
+size_t sf_wire_frag_len(unsigned index, unsigned count);
 /* Returns body length; message is truncated to SF_WIRE_ERRMSG_MAX. */
 size_t sf_wire_error_encode(uint8_t *out, uint32_t code, const char *message);
 int sf_wire_error_decode(const uint8_t *in, size_t len, SfMsgError *m,

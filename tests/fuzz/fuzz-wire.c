@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *why;
     const uint8_t *body;
     size_t blen;
-    uint8_t re[SF_WIRE_REQUEST_LEN + SF_WIRE_ERRMSG_MAX + 8];
+    uint8_t re[SF_WIRE_WELCOME_LEN + SF_WIRE_REQUEST_LEN + SF_WIRE_ERRMSG_MAX];
 
     if (size < SF_WIRE_HDR_SIZE || sf_wire_hdr_decode(data, &h, &why) < 0) {
         return 0;
@@ -43,6 +43,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         SfMsgWelcome m;
         if (sf_wire_welcome_decode(body, blen, &m, &why) == 0) {
             g_assert(sf_wire_welcome_encode(re, &m) == blen);
+            g_assert(memcmp(re, body, blen) == 0);
+            g_assert(m.frag_count <= SF_WIRE_MAX_FRAGS);
+        }
+        break;
+    }
+    case SF_MSG_DESC_GET: {
+        SfMsgDescGet m;
+        if (sf_wire_desc_get_decode(body, blen, &m, &why) == 0) {
+            g_assert(sf_wire_desc_get_encode(re, &m) == blen);
+            g_assert(memcmp(re, body, blen) == 0);
+        }
+        break;
+    }
+    case SF_MSG_DESC: {
+        SfMsgDesc m;
+        if (sf_wire_desc_decode(body, blen, &m, &why) == 0) {
+            g_assert(m.offset <= m.total);
+            g_assert(blen - SF_WIRE_DESC_LEN <= m.total - m.offset);
+            g_assert(sf_wire_desc_encode(re, &m) == SF_WIRE_DESC_LEN);
+            g_assert(memcmp(re, body, SF_WIRE_DESC_LEN) == 0);
+        }
+        break;
+    }
+    case SF_MSG_FRAG: {
+        SfMsgFrag m;
+        if (sf_wire_frag_decode(body, blen, &m, &why) == 0) {
+            g_assert(m.index < m.count && m.count <= SF_WIRE_MAX_FRAGS);
+            g_assert(blen ==
+                     SF_WIRE_FRAG_LEN + sf_wire_frag_len(m.index, m.count));
+            g_assert(sf_wire_frag_encode(re, &m) == SF_WIRE_FRAG_LEN);
+            g_assert(memcmp(re, body, SF_WIRE_FRAG_LEN) == 0);
         }
         break;
     }
@@ -98,7 +129,16 @@ GPtrArray *sf_fuzz_seeds(void)
         g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     uint8_t b[SF_WIRE_PAGES_LEN + 2 * SF_WIRE_PAGE_SIZE] = { 0 };
     SfMsgHello hello = { .flags = 0 };
-    SfMsgWelcome w = { 3, SF_WIRE_PAGE_SIZE, 1000 };
+    SfMsgWelcome w = { .nblocks = 3,
+                       .page_size = SF_WIRE_PAGE_SIZE,
+                       .total_pages = 1000,
+                       .mcast_group = 0xef4d0101u,
+                       .mcast_port = 7000,
+                       .frag_count = 3,
+                       .desc_len = 5000 };
+    SfMsgDescGet dg = { .offset = 4096 };
+    SfMsgDesc de = { .offset = 4096, .total = 5000 };
+    SfMsgFrag fr = { .block = 1, .offset = 8192, .index = 1, .count = 3 };
     SfMsgRequest r = {
         .block = 1, .npages = 2, .offset = 8192, .flags = SF_REQ_DEMAND
     };
@@ -121,5 +161,13 @@ GPtrArray *sf_fuzz_seeds(void)
     g_ptr_array_add(s,
                     msg(SF_MSG_ERROR, b,
                         sf_wire_error_encode(b, SF_WERR_AUTH, "bad secret")));
+    memset(dg.secret, 0xab, sizeof(dg.secret));
+    g_ptr_array_add(s,
+                    msg(SF_MSG_DESC_GET, b, sf_wire_desc_get_encode(b, &dg)));
+    sf_wire_desc_encode(b, &de);
+    g_ptr_array_add(s, msg(SF_MSG_DESC, b, SF_WIRE_DESC_LEN + 904));
+    sf_wire_frag_encode(b, &fr);
+    g_ptr_array_add(
+        s, msg(SF_MSG_FRAG, b, SF_WIRE_FRAG_LEN + sf_wire_frag_len(1, 3)));
     return s;
 }

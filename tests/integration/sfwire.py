@@ -19,30 +19,39 @@ import socket
 import struct
 
 MAGIC = 0x53465047
-VERSION = 1
+VERSION = 2
 HDR_SIZE = 24
 SECRET_LEN = 16
 PAGE_SIZE = 4096
 MAX_PAGES = 1024
 ERRMSG_MAX = 256
 
-HELLO, WELCOME, REQUEST, DATA, ZERO, DONE, ERROR = range(1, 8)
+HELLO, WELCOME, REQUEST, DATA, ZERO, DONE, ERROR, DESC_GET, DESC, FRAG = \
+    range(1, 11)
 TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", REQUEST: "REQUEST",
-              DATA: "DATA", ZERO: "ZERO", DONE: "DONE", ERROR: "ERROR"}
+              DATA: "DATA", ZERO: "ZERO", DONE: "DONE", ERROR: "ERROR",
+              DESC_GET: "DESC_GET", DESC: "DESC", FRAG: "FRAG"}
 
 REQ_DEMAND = 0x1
 REQ_PREFETCH = 0x2
-REQ_FLAGS_ALL = REQ_DEMAND | REQ_PREFETCH
+REQ_UNICAST = 0x4
+REQ_FLAGS_ALL = REQ_DEMAND | REQ_PREFETCH | REQ_UNICAST
+HELLO_DESC_ONLY = 0x1
+MAX_FRAGS = 32
+DESC_CHUNK = 1024 * 1024
 
 # ERROR codes
 ERR_AUTH, ERR_RANGE, ERR_PROTO, ERR_VERSION, ERR_BUSY, ERR_INTERNAL = \
     range(1, 7)
 
 HELLO_LEN = 20
-WELCOME_LEN = 16
-REQUEST_LEN = 36
+WELCOME_LEN = 32
+REQUEST_LEN = 44
 PAGES_LEN = 20
 DONE_LEN = 16
+DESC_GET_LEN = 24
+DESC_LEN = 16
+FRAG_LEN = 20
 MAX_BODY = PAGES_LEN + MAX_PAGES * PAGE_SIZE
 
 # type -> (min body length, max body length), as sf_wire_msg_table[]
@@ -54,12 +63,18 @@ LENGTHS = {
     ZERO: (PAGES_LEN, PAGES_LEN),
     DONE: (DONE_LEN, DONE_LEN),
     ERROR: (4, 4 + ERRMSG_MAX),
+    DESC_GET: (DESC_GET_LEN, DESC_GET_LEN),
+    DESC: (DESC_LEN, DESC_LEN + DESC_CHUNK),
+    FRAG: (FRAG_LEN + 1, FRAG_LEN + PAGE_SIZE),
 }
 
 _HDR = struct.Struct(">IHHIIQ")
 _HELLO = struct.Struct(">16sI")
-_WELCOME = struct.Struct(">IIQ")
-_REQUEST = struct.Struct(">16sIIQI")
+_WELCOME = struct.Struct(">IIQIHBBQ")
+_REQUEST = struct.Struct(">16sIIQIII")
+_DESC_GET = struct.Struct(">16sQ")
+_DESC = struct.Struct(">QQ")
+_FRAG = struct.Struct(">IQIBBH")
 _PAGES = struct.Struct(">IIQI")
 
 
@@ -87,12 +102,33 @@ def encode_hello(secret, flags=0):
     return _HELLO.pack(bytes(secret), flags)
 
 
-def encode_welcome(nblocks, page_size, total_pages):
-    return _WELCOME.pack(nblocks, page_size, total_pages)
+def encode_welcome(nblocks, page_size, total_pages, mcast_group=0,
+                   mcast_port=0, frag_count=0, desc_len=0):
+    return _WELCOME.pack(nblocks, page_size, total_pages, mcast_group,
+                         mcast_port, frag_count, 0, desc_len)
 
 
-def encode_request(secret, block, offset, npages, flags=0):
-    return _REQUEST.pack(bytes(secret), block, npages, offset, flags)
+def encode_request(secret, block, offset, npages, flags=0, rx_kbps=0,
+                   loss_ppm=0):
+    return _REQUEST.pack(bytes(secret), block, npages, offset, flags,
+                         rx_kbps, loss_ppm)
+
+
+def encode_desc_get(secret, offset):
+    return _DESC_GET.pack(bytes(secret), offset)
+
+
+def encode_frag(block, offset, index, count, flags=0):
+    return _FRAG.pack(block, offset, flags, index, count, 0)
+
+
+def frag_len(index, count):
+    """Bytes fragment index of count carries (sf_wire_frag_len)."""
+    if not 0 < count <= MAX_FRAGS or index >= count:
+        return 0
+    s = (PAGE_SIZE + count - 1) // count
+    start = index * s
+    return 0 if start >= PAGE_SIZE else min(s, PAGE_SIZE - start)
 
 
 def encode_pages(block, offset, npages, flags=0):
@@ -145,20 +181,47 @@ def _check_run(npages, offset, flags):
 def decode_welcome(body):
     if len(body) != WELCOME_LEN:
         raise WireError("WELCOME of %d bytes" % len(body))
-    nblocks, page_size, total_pages = _WELCOME.unpack(body)
-    if page_size != PAGE_SIZE:
-        raise WireError("WELCOME page size %d" % page_size)
+    (nblocks, page_size, total_pages, group, port, frags, pad,
+     desc_len) = _WELCOME.unpack(body)
+    if page_size != PAGE_SIZE or pad:
+        raise WireError("WELCOME page size %d, padding %d" % (page_size, pad))
     return {"nblocks": nblocks, "page_size": page_size,
-            "total_pages": total_pages}
+            "total_pages": total_pages, "mcast_group": group,
+            "mcast_port": port, "frag_count": frags, "desc_len": desc_len}
 
 
 def decode_request(body):
     if len(body) != REQUEST_LEN:
         raise WireError("REQUEST of %d bytes" % len(body))
-    secret, block, npages, offset, flags = _REQUEST.unpack(body)
+    (secret, block, npages, offset, flags, rx_kbps,
+     loss_ppm) = _REQUEST.unpack(body)
     _check_run(npages, offset, flags)
     return {"secret": secret, "block": block, "npages": npages,
-            "offset": offset, "flags": flags}
+            "offset": offset, "flags": flags, "rx_kbps": rx_kbps,
+            "loss_ppm": loss_ppm}
+
+
+def decode_desc(body):
+    if len(body) < DESC_LEN:
+        raise WireError("DESC of %d bytes" % len(body))
+    offset, total = _DESC.unpack(body[:DESC_LEN])
+    data = body[DESC_LEN:]
+    if offset > total or len(data) > total - offset:
+        raise WireError("DESC data beyond the descriptor")
+    return {"offset": offset, "total": total, "data": data}
+
+
+def decode_frag(body):
+    if len(body) < FRAG_LEN:
+        raise WireError("FRAG of %d bytes" % len(body))
+    block, offset, flags, index, count, pad = _FRAG.unpack(body[:FRAG_LEN])
+    _check_run(1, offset, flags)
+    data = body[FRAG_LEN:]
+    if pad or not frag_len(index, count) or \
+            len(data) != frag_len(index, count):
+        raise WireError("FRAG %d/%d of %d bytes" % (index, count, len(data)))
+    return {"block": block, "offset": offset, "flags": flags,
+            "index": index, "count": count, "data": data}
 
 
 def decode_pages(msg_type, body):
@@ -252,6 +315,10 @@ class SfWireClient:
                      **kw):
         self.send(REQUEST, encode_request(secret or self.secret, block,
                                           offset, npages, flags), **kw)
+
+    def send_desc_get(self, offset, secret=None, **kw):
+        self.send(DESC_GET, encode_desc_get(secret or self.secret, offset),
+                  **kw)
 
     def send_done(self, secret=None, **kw):
         self.send(DONE, encode_done(secret or self.secret), **kw)

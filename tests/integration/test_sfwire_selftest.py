@@ -105,9 +105,9 @@ def server(request, tool, tmp_path):
 # Pure codec
 
 def test_codec_roundtrip():
-    hdr = sfwire.encode_header(sfwire.REQUEST, 36, 5, 9)
+    hdr = sfwire.encode_header(sfwire.REQUEST, 44, 5, 9)
     assert hdr[:4] == b"SFPG"
-    assert sfwire.decode_header(hdr) == (sfwire.REQUEST, 36, 5, 9)
+    assert sfwire.decode_header(hdr) == (sfwire.REQUEST, 44, 5, 9)
     req = sfwire.decode_request(sfwire.encode_request(SECRET, 2, 8192, 3, 1))
     assert (req["block"], req["offset"], req["npages"], req["flags"]) == \
         (2, 8192, 3, 1)
@@ -117,7 +117,7 @@ def test_codec_roundtrip():
 
 
 @pytest.mark.parametrize("kw", [
-    {"magic": 0x12345678}, {"version": 2}, {"msg_type": 99},
+    {"magic": 0x12345678}, {"version": 1}, {"msg_type": 99},
     {"msg_type": sfwire.HELLO, "length": 21},
     {"msg_type": sfwire.DATA, "length": sfwire.MAX_BODY + 1},
 ])

@@ -66,7 +66,7 @@ static void test_reasm_orders(void)
         /* Last fragment first, then the others in reverse: any order. */
         for (unsigned k = 0; k < n; k++) {
             unsigned i = n - 1 - k;
-            size_t len = sf_reasm_frag_len(i, n);
+            size_t len = sf_wire_frag_len(i, n);
             SfReasmResult res =
                 sf_reasm_add(r, 2, 77 + c, i, n, page + i * s, len, &out);
             g_assert_cmpint(res, ==,

@@ -40,9 +40,9 @@ static void test_hdr_layout(void)
 {
     static const uint8_t want[SF_WIRE_HDR_SIZE] = {
         0x53, 0x46, 0x50, 0x47, /* magic "SFPG" */
-        0x00, 0x01,             /* version */
+        0x00, 0x02,             /* version */
         0x00, 0x03,             /* REQUEST */
-        0x00, 0x00, 0x00, 0x24, /* length 36 */
+        0x00, 0x00, 0x00, 0x2c, /* length 44 */
         0x00, 0x00, 0x01, 0x02, /* clone 258 */
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
     };
@@ -50,13 +50,13 @@ static void test_hdr_layout(void)
     SfWireHdr h;
     const char *why = NULL;
 
-    sf_wire_hdr_encode(out, SF_MSG_REQUEST, 36, 258, 0x0102030405060708ull);
+    sf_wire_hdr_encode(out, SF_MSG_REQUEST, 44, 258, 0x0102030405060708ull);
     g_assert_cmpmem(out, sizeof(out), want, sizeof(want));
     g_assert_cmpint(sf_wire_hdr_decode(out, &h, &why), ==, 0);
     g_assert_cmphex(h.magic, ==, SF_WIRE_MAGIC);
     g_assert_cmpuint(h.version, ==, SF_WIRE_VERSION);
     g_assert_cmpuint(h.type, ==, SF_MSG_REQUEST);
-    g_assert_cmpuint(h.length, ==, 36);
+    g_assert_cmpuint(h.length, ==, 44);
     g_assert_cmpuint(h.clone_id, ==, 258);
     g_assert_cmphex(h.fork_id, ==, 0x0102030405060708ull);
 }
@@ -70,37 +70,52 @@ typedef struct HdrCase {
     int expect;
 } HdrCase;
 
+#define V SF_WIRE_VERSION
 static const HdrCase hdr_cases[] = {
-    { "hello-ok", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 20, 0 },
-    { "welcome-ok", SF_WIRE_MAGIC, 1, SF_MSG_WELCOME, 16, 0 },
-    { "request-ok", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 36, 0 },
-    { "data-one-page", SF_WIRE_MAGIC, 1, SF_MSG_DATA, 20 + 4096, 0 },
-    { "data-max", SF_WIRE_MAGIC, 1, SF_MSG_DATA, SF_WIRE_MAX_BODY, 0 },
-    { "zero-ok", SF_WIRE_MAGIC, 1, SF_MSG_ZERO, 20, 0 },
-    { "done-ok", SF_WIRE_MAGIC, 1, SF_MSG_DONE, 16, 0 },
-    { "error-min", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 4, 0 },
-    { "error-max", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 4 + 256, 0 },
-    { "bad-magic", 0x47504653, 1, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
-    { "zero-magic", 0, 1, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
+    { "hello-ok", SF_WIRE_MAGIC, V, SF_MSG_HELLO, 20, 0 },
+    { "welcome-ok", SF_WIRE_MAGIC, V, SF_MSG_WELCOME, 32, 0 },
+    { "request-ok", SF_WIRE_MAGIC, V, SF_MSG_REQUEST, 44, 0 },
+    { "data-one-page", SF_WIRE_MAGIC, V, SF_MSG_DATA, 20 + 4096, 0 },
+    { "data-max", SF_WIRE_MAGIC, V, SF_MSG_DATA, SF_WIRE_MAX_BODY, 0 },
+    { "zero-ok", SF_WIRE_MAGIC, V, SF_MSG_ZERO, 20, 0 },
+    { "done-ok", SF_WIRE_MAGIC, V, SF_MSG_DONE, 16, 0 },
+    { "error-min", SF_WIRE_MAGIC, V, SF_MSG_ERROR, 4, 0 },
+    { "error-max", SF_WIRE_MAGIC, V, SF_MSG_ERROR, 4 + 256, 0 },
+    { "desc-get-ok", SF_WIRE_MAGIC, V, SF_MSG_DESC_GET, 24, 0 },
+    { "desc-empty", SF_WIRE_MAGIC, V, SF_MSG_DESC, 16, 0 },
+    { "desc-max", SF_WIRE_MAGIC, V, SF_MSG_DESC, 16 + SF_WIRE_DESC_CHUNK, 0 },
+    { "frag-min", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 21, 0 },
+    { "frag-page", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20 + 4096, 0 },
+    { "bad-magic", 0x47504653, V, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
+    { "zero-magic", 0, V, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
     { "version-0", SF_WIRE_MAGIC, 0, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
-    { "version-2", SF_WIRE_MAGIC, 2, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
+    { "version-1", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
+    { "version-3", SF_WIRE_MAGIC, 3, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
     { "version-ffff", SF_WIRE_MAGIC, 0xffff, SF_MSG_HELLO, 20,
       -SF_WERR_VERSION },
-    { "type-0", SF_WIRE_MAGIC, 1, 0, 20, -SF_WERR_PROTO },
-    { "type-max", SF_WIRE_MAGIC, 1, SF_MSG__MAX, 20, -SF_WERR_PROTO },
-    { "type-ffff", SF_WIRE_MAGIC, 1, 0xffff, 20, -SF_WERR_PROTO },
-    { "hello-short", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 19, -SF_WERR_PROTO },
-    { "hello-long", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 21, -SF_WERR_PROTO },
-    { "request-short", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 35, -SF_WERR_PROTO },
-    { "request-huge", SF_WIRE_MAGIC, 1, SF_MSG_REQUEST, 0xffffffff,
+    { "type-0", SF_WIRE_MAGIC, V, 0, 20, -SF_WERR_PROTO },
+    { "type-max", SF_WIRE_MAGIC, V, SF_MSG__MAX, 20, -SF_WERR_PROTO },
+    { "type-ffff", SF_WIRE_MAGIC, V, 0xffff, 20, -SF_WERR_PROTO },
+    { "hello-short", SF_WIRE_MAGIC, V, SF_MSG_HELLO, 19, -SF_WERR_PROTO },
+    { "hello-long", SF_WIRE_MAGIC, V, SF_MSG_HELLO, 21, -SF_WERR_PROTO },
+    { "welcome-v1", SF_WIRE_MAGIC, V, SF_MSG_WELCOME, 16, -SF_WERR_PROTO },
+    { "request-v1", SF_WIRE_MAGIC, V, SF_MSG_REQUEST, 36, -SF_WERR_PROTO },
+    { "request-short", SF_WIRE_MAGIC, V, SF_MSG_REQUEST, 43, -SF_WERR_PROTO },
+    { "request-huge", SF_WIRE_MAGIC, V, SF_MSG_REQUEST, 0xffffffff,
       -SF_WERR_PROTO },
-    { "data-no-page", SF_WIRE_MAGIC, 1, SF_MSG_DATA, 20, -SF_WERR_PROTO },
-    { "data-over-max", SF_WIRE_MAGIC, 1, SF_MSG_DATA, SF_WIRE_MAX_BODY + 1,
+    { "data-no-page", SF_WIRE_MAGIC, V, SF_MSG_DATA, 20, -SF_WERR_PROTO },
+    { "data-over-max", SF_WIRE_MAGIC, V, SF_MSG_DATA, SF_WIRE_MAX_BODY + 1,
       -SF_WERR_PROTO },
-    { "zero-long", SF_WIRE_MAGIC, 1, SF_MSG_ZERO, 24, -SF_WERR_PROTO },
-    { "done-empty", SF_WIRE_MAGIC, 1, SF_MSG_DONE, 0, -SF_WERR_PROTO },
-    { "error-short", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 3, -SF_WERR_PROTO },
-    { "error-long", SF_WIRE_MAGIC, 1, SF_MSG_ERROR, 4 + 257, -SF_WERR_PROTO },
+    { "zero-long", SF_WIRE_MAGIC, V, SF_MSG_ZERO, 24, -SF_WERR_PROTO },
+    { "done-empty", SF_WIRE_MAGIC, V, SF_MSG_DONE, 0, -SF_WERR_PROTO },
+    { "error-short", SF_WIRE_MAGIC, V, SF_MSG_ERROR, 3, -SF_WERR_PROTO },
+    { "error-long", SF_WIRE_MAGIC, V, SF_MSG_ERROR, 4 + 257, -SF_WERR_PROTO },
+    { "desc-get-long", SF_WIRE_MAGIC, V, SF_MSG_DESC_GET, 25, -SF_WERR_PROTO },
+    { "desc-over", SF_WIRE_MAGIC, V, SF_MSG_DESC, 17 + SF_WIRE_DESC_CHUNK,
+      -SF_WERR_PROTO },
+    { "frag-empty", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20, -SF_WERR_PROTO },
+    { "frag-over-page", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20 + 4097,
+      -SF_WERR_PROTO },
 };
 
 static void test_hdr_case(gconstpointer data)
@@ -143,17 +158,141 @@ static void test_roundtrip_hello(void)
 
 static void test_roundtrip_welcome(void)
 {
-    SfMsgWelcome in = { 7, SF_WIRE_PAGE_SIZE, 0x123456789aull }, out;
+    SfMsgWelcome in = {
+        .nblocks = 7,
+        .page_size = SF_WIRE_PAGE_SIZE,
+        .total_pages = 0x123456789aull,
+        .mcast_group = 0xef4d0101u, /* 239.77.1.1 */
+        .mcast_port = 7001,
+        .frag_count = 3,
+        .desc_len = 0x10203,
+    }, out;
+    SfMsgWelcome none = { .nblocks = 1, .page_size = SF_WIRE_PAGE_SIZE };
     uint8_t buf[SF_WIRE_WELCOME_LEN];
     const char *why;
 
     g_assert_cmpuint(sf_wire_welcome_encode(buf, &in), ==, SF_WIRE_WELCOME_LEN);
     g_assert_cmpuint(be32(buf), ==, 7);
+    g_assert_cmpuint(be32(buf + 16), ==, 0xef4d0101u);
+    g_assert_cmpuint(buf[22], ==, 3);
     g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
                     0);
     g_assert_cmpuint(out.nblocks, ==, 7);
     g_assert_cmpuint(out.page_size, ==, SF_WIRE_PAGE_SIZE);
     g_assert_cmphex(out.total_pages, ==, 0x123456789aull);
+    g_assert_cmphex(out.mcast_group, ==, 0xef4d0101u);
+    g_assert_cmpuint(out.mcast_port, ==, 7001);
+    g_assert_cmpuint(out.frag_count, ==, 3);
+    g_assert_cmphex(out.desc_len, ==, 0x10203);
+    /* No group: port and fragments must be 0 too. */
+    sf_wire_welcome_encode(buf, &none);
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    0);
+    buf[22] = 1;
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    -SF_WERR_PROTO);
+    /* A group that is not multicast, too many fragments, padding. */
+    in.mcast_group = 0x0a000001u;
+    sf_wire_welcome_encode(buf, &in);
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    -SF_WERR_PROTO);
+    in.mcast_group = 0xef4d0101u;
+    in.frag_count = SF_WIRE_MAX_FRAGS + 1;
+    sf_wire_welcome_encode(buf, &in);
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    -SF_WERR_PROTO);
+    in.frag_count = 3;
+    sf_wire_welcome_encode(buf, &in);
+    buf[23] = 1;
+    g_assert_cmpint(sf_wire_welcome_decode(buf, sizeof(buf), &out, &why), ==,
+                    -SF_WERR_PROTO);
+}
+
+static void test_roundtrip_desc(void)
+{
+    SfMsgDescGet gin = { .offset = 0x1000 }, gout;
+    SfMsgDesc din = { .offset = 100, .total = 300 }, dout;
+    uint8_t buf[SF_WIRE_DESC_LEN + 300];
+    const char *why;
+
+    memcpy(gin.secret, secret_a, sizeof(secret_a));
+    g_assert_cmpuint(sf_wire_desc_get_encode(buf, &gin), ==,
+                     SF_WIRE_DESC_GET_LEN);
+    g_assert_cmpint(
+        sf_wire_desc_get_decode(buf, SF_WIRE_DESC_GET_LEN, &gout, &why), ==, 0);
+    g_assert_cmpmem(gout.secret, 16, secret_a, 16);
+    g_assert_cmphex(gout.offset, ==, 0x1000);
+    g_assert_cmpuint(sf_wire_desc_encode(buf, &din), ==, SF_WIRE_DESC_LEN);
+    /* 200 bytes from offset 100 of 300: fits exactly; one more does not. */
+    g_assert_cmpint(
+        sf_wire_desc_decode(buf, SF_WIRE_DESC_LEN + 200, &dout, &why), ==, 0);
+    g_assert_cmpuint(dout.offset, ==, 100);
+    g_assert_cmpuint(dout.total, ==, 300);
+    g_assert_cmpint(
+        sf_wire_desc_decode(buf, SF_WIRE_DESC_LEN + 201, &dout, &why), ==,
+        -SF_WERR_PROTO);
+    din.offset = 301;
+    sf_wire_desc_encode(buf, &din);
+    g_assert_cmpint(sf_wire_desc_decode(buf, SF_WIRE_DESC_LEN, &dout, &why), ==,
+                    -SF_WERR_PROTO);
+    /* Offsets near the top of the range cannot wrap the check. */
+    din.offset = UINT64_MAX - 10;
+    din.total = UINT64_MAX;
+    sf_wire_desc_encode(buf, &din);
+    g_assert_cmpint(
+        sf_wire_desc_decode(buf, SF_WIRE_DESC_LEN + 20, &dout, &why), ==,
+        -SF_WERR_PROTO);
+}
+
+static void test_roundtrip_frag(void)
+{
+    SfMsgFrag in = { .block = 2,
+                     .offset = 0x3000,
+                     .flags = SF_REQ_DEMAND,
+                     .index = 2,
+                     .count = 3 },
+              out;
+    uint8_t buf[SF_WIRE_FRAG_LEN + SF_WIRE_PAGE_SIZE];
+    size_t last = sf_wire_frag_len(2, 3);
+    const char *why;
+
+    /* 4096 in 3: 1366, 1366 and 1364 bytes. */
+    g_assert_cmpuint(sf_wire_frag_len(0, 3), ==, 1366);
+    g_assert_cmpuint(last, ==, 1364);
+    g_assert_cmpuint(sf_wire_frag_len(0, 1), ==, 4096);
+    g_assert_cmpuint(sf_wire_frag_len(31, 32), ==, 128);
+    g_assert_cmpuint(sf_wire_frag_len(3, 3), ==, 0);
+    g_assert_cmpuint(sf_wire_frag_len(0, 33), ==, 0);
+    g_assert_cmpuint(sf_wire_frag_encode(buf, &in), ==, SF_WIRE_FRAG_LEN);
+    g_assert_cmpint(
+        sf_wire_frag_decode(buf, SF_WIRE_FRAG_LEN + last, &out, &why), ==, 0);
+    g_assert_cmpuint(out.block, ==, 2);
+    g_assert_cmphex(out.offset, ==, 0x3000);
+    g_assert_cmpuint(out.index, ==, 2);
+    g_assert_cmpuint(out.count, ==, 3);
+    g_assert_cmphex(out.flags, ==, SF_REQ_DEMAND);
+    /* A length that is not this fragment's, an index past the count,
+     * an unaligned page, unknown flags. */
+    g_assert_cmpint(
+        sf_wire_frag_decode(buf, SF_WIRE_FRAG_LEN + 1366, &out, &why), ==,
+        -SF_WERR_PROTO);
+    in.index = 3;
+    sf_wire_frag_encode(buf, &in);
+    g_assert_cmpint(
+        sf_wire_frag_decode(buf, SF_WIRE_FRAG_LEN + last, &out, &why), ==,
+        -SF_WERR_PROTO);
+    in.index = 2;
+    in.offset = 0x3001;
+    sf_wire_frag_encode(buf, &in);
+    g_assert_cmpint(
+        sf_wire_frag_decode(buf, SF_WIRE_FRAG_LEN + last, &out, &why), ==,
+        -SF_WERR_PROTO);
+    in.offset = 0x3000;
+    in.flags = 0x100;
+    sf_wire_frag_encode(buf, &in);
+    g_assert_cmpint(
+        sf_wire_frag_decode(buf, SF_WIRE_FRAG_LEN + last, &out, &why), ==,
+        -SF_WERR_PROTO);
 }
 
 static void test_roundtrip_request(void)
@@ -161,6 +300,7 @@ static void test_roundtrip_request(void)
     SfMsgRequest in = {
         .block = 3, .npages = SF_WIRE_MAX_PAGES,
         .offset = 0xfffff000ull << 12, .flags = SF_REQ_FLAGS_ALL,
+        .rx_kbps = 123456, .loss_ppm = 50000,
     }, out;
     uint8_t buf[SF_WIRE_REQUEST_LEN];
     const char *why;
@@ -174,6 +314,13 @@ static void test_roundtrip_request(void)
     g_assert_cmpuint(out.npages, ==, SF_WIRE_MAX_PAGES);
     g_assert_cmphex(out.offset, ==, in.offset);
     g_assert_cmphex(out.flags, ==, SF_REQ_FLAGS_ALL);
+    g_assert_cmpuint(out.rx_kbps, ==, 123456);
+    g_assert_cmpuint(out.loss_ppm, ==, 50000);
+    /* Loss is a share: above 100 % is refused. */
+    in.loss_ppm = 1000001;
+    sf_wire_request_encode(buf, &in);
+    g_assert_cmpint(sf_wire_request_decode(buf, sizeof(buf), &out, &why), ==,
+                    -SF_WERR_PROTO);
 }
 
 static void test_roundtrip_pages(void)
@@ -268,22 +415,24 @@ typedef struct BodyCase {
 } BodyCase;
 
 static const BodyCase body_cases[] = {
-    { "request-ok", BODY_REQUEST, 36, 1, 0, SF_REQ_DEMAND, NULL, 0, 0 },
-    { "request-npages-0", BODY_REQUEST, 36, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
-    { "request-npages-max", BODY_REQUEST, 36, SF_WIRE_MAX_PAGES, 0, 0, NULL, 0,
+    { "request-ok", BODY_REQUEST, 44, 1, 0, SF_REQ_DEMAND, NULL, 0, 0 },
+    { "request-npages-0", BODY_REQUEST, 44, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "request-npages-max", BODY_REQUEST, 44, SF_WIRE_MAX_PAGES, 0, 0, NULL, 0,
       0 },
-    { "request-npages-over", BODY_REQUEST, 36, SF_WIRE_MAX_PAGES + 1, 0, 0,
+    { "request-npages-over", BODY_REQUEST, 44, SF_WIRE_MAX_PAGES + 1, 0, 0,
       NULL, 0, -SF_WERR_PROTO },
-    { "request-npages-huge", BODY_REQUEST, 36, 0xffffffff, 0, 0, NULL, 0,
+    { "request-npages-huge", BODY_REQUEST, 44, 0xffffffff, 0, 0, NULL, 0,
       -SF_WERR_PROTO },
-    { "request-unaligned", BODY_REQUEST, 36, 1, 4095, 0, NULL, 0,
+    { "request-unaligned", BODY_REQUEST, 44, 1, 4095, 0, NULL, 0,
       -SF_WERR_PROTO },
-    { "request-unaligned-high", BODY_REQUEST, 36, 1, (1ull << 40) + 512, 0,
+    { "request-unaligned-high", BODY_REQUEST, 44, 1, (1ull << 40) + 512, 0,
       NULL, 0, -SF_WERR_PROTO },
-    { "request-flags", BODY_REQUEST, 36, 1, 0, 0x4, NULL, 0, -SF_WERR_PROTO },
-    { "request-flags-high", BODY_REQUEST, 36, 1, 0, 0x80000000u, NULL, 0,
+    { "request-unicast", BODY_REQUEST, 44, 1, 0, SF_REQ_UNICAST, NULL, 0, 0 },
+    { "request-flags", BODY_REQUEST, 44, 1, 0, 0x8, NULL, 0, -SF_WERR_PROTO },
+    { "request-flags-high", BODY_REQUEST, 44, 1, 0, 0x80000000u, NULL, 0,
       -SF_WERR_PROTO },
-    { "request-short", BODY_REQUEST, 35, 1, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "request-short", BODY_REQUEST, 43, 1, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "request-v1", BODY_REQUEST, 36, 1, 0, 0, NULL, 0, -SF_WERR_PROTO },
     { "data-ok", BODY_DATA, 20 + 2 * 4096, 2, 8192, 0, NULL, 0, 0 },
     { "data-len-short", BODY_DATA, 20 + 4096, 2, 0, 0, NULL, 0,
       -SF_WERR_PROTO },
@@ -302,10 +451,12 @@ static const BodyCase body_cases[] = {
     { "zero-with-payload", BODY_ZERO, 20 + 4096, 1, 0, 0, NULL, 0,
       -SF_WERR_PROTO },
     { "hello-ok", BODY_HELLO, 20, 0, 0, 0, NULL, 0, 0 },
-    { "hello-flags", BODY_HELLO, 20, 0, 0, 1, NULL, 0, -SF_WERR_PROTO },
+    { "hello-desc-only", BODY_HELLO, 20, 0, 0, SF_HELLO_DESC_ONLY, NULL, 0, 0 },
+    { "hello-flags", BODY_HELLO, 20, 0, 0, 2, NULL, 0, -SF_WERR_PROTO },
     { "hello-short", BODY_HELLO, 16, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
-    { "welcome-ok", BODY_WELCOME, 16, 0, 0, 0, NULL, 0, 0 },
-    { "welcome-long", BODY_WELCOME, 17, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "welcome-ok", BODY_WELCOME, 32, 0, 0, 0, NULL, 0, 0 },
+    { "welcome-long", BODY_WELCOME, 33, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
+    { "welcome-v1", BODY_WELCOME, 16, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
     { "done-ok", BODY_DONE, 16, 0, 0, 0, NULL, 0, 0 },
     { "done-long", BODY_DONE, 20, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
     { "error-ok", BODY_ERROR, 0, 0, 0, 0, "fine", 4, 0 },
@@ -498,7 +649,7 @@ static void test_random_input(void)
         if (i & 1) {
             put32(buf, SF_WIRE_MAGIC);
             buf[4] = 0;
-            buf[5] = 1;
+            buf[5] = SF_WIRE_VERSION;
             buf[6] = 0;
             buf[7] %= SF_MSG__MAX + 1;
             put32(buf + 8, g_rand_int_range(r, 0, 300));
@@ -552,6 +703,8 @@ int main(int argc, char **argv)
     g_test_add_func("/wire/roundtrip/hello", test_roundtrip_hello);
     g_test_add_func("/wire/roundtrip/welcome", test_roundtrip_welcome);
     g_test_add_func("/wire/roundtrip/request", test_roundtrip_request);
+    g_test_add_func("/wire/roundtrip/desc", test_roundtrip_desc);
+    g_test_add_func("/wire/roundtrip/frag", test_roundtrip_frag);
     g_test_add_func("/wire/roundtrip/data-zero", test_roundtrip_pages);
     g_test_add_func("/wire/roundtrip/done", test_roundtrip_done);
     g_test_add_func("/wire/roundtrip/error", test_roundtrip_error);
