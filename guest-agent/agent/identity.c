@@ -6,7 +6,8 @@
  * line per step into the --dry-run file, so the agent can be tested on a
  * developer's host without touching it.  The run-dir files, /etc/hostname
  * and the post-clone scripts live under --run-dir and --root, which a
- * dry run must point at a scratch directory (main.c enforces it).
+ * dry run must point at a scratch directory (main.c checks the options
+ * before anything runs).  Calls only log.c.
  *
  * Dry-run record lines:
  *   id ID generation G ticket T
@@ -31,6 +32,7 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -40,7 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "identity.h"
+#include "log.h"
 
 typedef struct IdentityOps {
     int (*rng)(void *ctx, const uint8_t *entropy, size_t len);

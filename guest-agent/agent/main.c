@@ -35,6 +35,12 @@
  * fork failed.  A late successful CLONE/CREATE result still counts its
  * clones for sf_join().  The agent's own requests have no deadline.
  *
+ * Files, each calling only those below it:
+ *   main.c      this relay, the options and the poll() loop (the top)
+ *   identity.c  becoming a clone
+ *   channel.c   the port and its framing
+ *   log.c       the log; config.h, the options the others read
+ *
  * Usage: sf-agent [options], see usage() below.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -45,7 +51,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,7 +60,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "channel.h"
+#include "config.h"
+#include "identity.h"
+#include "log.h"
 #include "sf-local.h"
 
 #define MAX_CLIENTS          64
@@ -124,20 +133,6 @@ static int listen_fd = -1;
 static Client clients[MAX_CLIENTS];
 static Pending pending[MAX_PENDING];
 static Ticket tickets[MAX_TICKETS];
-
-void agent_log(const char *fmt, ...)
-{
-    struct timespec ts;
-    va_list ap;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    fprintf(stderr, "sf-agent[%lld.%03ld]: ", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
 
 static int64_t now_ms(void)
 {
