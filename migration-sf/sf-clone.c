@@ -18,7 +18,7 @@
  *      match the RAM blocks against the descriptor, arm lazy RAM
  *      (sf-lazyram.c) - before device state loads, because virtio_load()
  *      reads guest RAM -, load CPU and device state, give the clone its
- *      own identity (MACs), start the vCPUs.
+ *      own identity (MACs, VM generation ID), start the vCPUs.
  *   3. Pages arrive on demand and by background push; SF_CLONE_COMPLETE
  *      when all are present, SF_CLONE_FAILED and exit when one cannot be
  *      had.
@@ -45,6 +45,7 @@
 #include "system/cpus.h"
 #include "sf-clone.h"
 #include "sf-lazyram.h"
+#include "hw/sf/sf-generation.h"
 #include "hw/sf/sf-identity.h"
 #include "lib/sf-descriptor.h"
 #include "lib/sf-transport.h"
@@ -294,6 +295,10 @@ static void sf_clone_start_bh(void *opaque)
 
     sf_identity_apply(s->desc->fork_id, s->clone_id,
                       s->mac_str ? s->mac : NULL);
+    /* Pending at the guest's first instruction: its kernel reseeds. */
+    if (sf_generation_new(&err) < 0) {
+        goto fail;
+    }
 
     if (autostart) {
         vm_start();
