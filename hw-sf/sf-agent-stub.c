@@ -32,3 +32,14 @@ void qmp_sf_agent_reply(bool has_request, uint32_t request,
 {
     error_setg(errp, "this QEMU has no sf-agent-port device");
 }
+
+void qmp_sf_agent_freeze(bool has_timeout_ms, uint32_t timeout_ms,
+                         Error **errp)
+{
+    error_setg(errp, "this QEMU has no sf-agent-port device");
+}
+
+void qmp_sf_agent_thaw(Error **errp)
+{
+    error_setg(errp, "this QEMU has no sf-agent-port device");
+}

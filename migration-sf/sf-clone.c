@@ -8,7 +8,7 @@
  *   qemu-system-x86_64 <parent's machine options> \
  *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
  *               secret=HEX,clone-id=N[,prefetch=on|off][,retry-ms=MS]
- *               [,mac=52:54:00:xx:xx:xx]
+ *               [,mac=52:54:00:xx:xx:xx][,link=up|held]
  *
  * Sequence:
  *   1. complete(): read and validate the descriptor; put the VM in the
@@ -18,7 +18,9 @@
  *      match the RAM blocks against the descriptor, arm lazy RAM
  *      (sf-lazyram.c) - before device state loads, because virtio_load()
  *      reads guest RAM -, load CPU and device state, give the clone its
- *      own identity (MACs, VM generation ID), start the vCPUs.
+ *      own identity (MACs, VM generation ID; with link=held, NIC links
+ *      down until the guest has its identity: hw-sf/sf-link.c), start
+ *      the vCPUs.
  *   3. Pages arrive on demand and by background push; SF_CLONE_COMPLETE
  *      when all are present, SF_CLONE_FAILED and exit when one cannot be
  *      had.
@@ -32,6 +34,7 @@
 #include "qapi/visitor.h"
 #include "qapi/qapi-commands-sf.h"
 #include "qapi/qapi-events-sf.h"
+#include "qapi/qapi-types-qom.h"
 #include "qom/object_interfaces.h"
 #include "hw/boards.h"
 #include "io/channel-buffer.h"
@@ -47,6 +50,7 @@
 #include "sf-lazyram.h"
 #include "hw/sf/sf-generation.h"
 #include "hw/sf/sf-identity.h"
+#include "hw/sf/sf-link.h"
 #include "lib/sf-descriptor.h"
 #include "lib/sf-transport.h"
 #include "trace.h"
@@ -65,6 +69,7 @@ struct SfClone {
     bool prefetch;
     uint32_t retry_ms;
     char *mac_str;
+    SfCloneLink link;
 
     SfDescriptor *desc;
     uint8_t mac[6];
@@ -299,6 +304,9 @@ static void sf_clone_start_bh(void *opaque)
     if (sf_generation_new(&err) < 0) {
         goto fail;
     }
+    if (s->link == SF_CLONE_LINK_HELD && !sf_link_hold(&err)) {
+        goto fail;
+    }
 
     if (autostart) {
         vm_start();
@@ -446,6 +454,16 @@ static void sf_clone_set_u32(Object *obj, Visitor *v, const char *name,
     visit_type_uint32(v, name, field, errp);
 }
 
+static int sf_clone_get_link(Object *obj, Error **errp)
+{
+    return SF_CLONE(obj)->link;
+}
+
+static void sf_clone_set_link(Object *obj, int v, Error **errp)
+{
+    SF_CLONE(obj)->link = v;
+}
+
 static bool sf_clone_get_prefetch(Object *obj, Error **errp)
 {
     return SF_CLONE(obj)->prefetch;
@@ -502,6 +520,12 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                                    sf_clone_set_prefetch);
     object_class_property_set_description(oc, "prefetch",
         "push pages in the background besides demand faults");
+    object_class_property_add_enum(oc, "link", "SfCloneLink",
+                                   &SfCloneLink_lookup, sf_clone_get_link,
+                                   sf_clone_set_link);
+    object_class_property_set_description(oc, "link",
+        "NIC links at the start: up, or held down until the guest agent "
+        "reports the clone's identity applied (or set_link raises them)");
 }
 
 static const TypeInfo sf_clone_info = {
@@ -556,5 +580,6 @@ SfCloneStats *qmp_query_sf_clone(Error **errp)
     r->reconnects = st.reconnects;
     r->start_to_run_us = s->start_to_run_us;
     r->load_us = s->load_us;
+    r->link = g_strdup(sf_link_state());
     return r;
 }
