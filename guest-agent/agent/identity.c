@@ -478,11 +478,21 @@ static void run_scripts(const AgentConfig *cfg, FILE *rec,
     }
 }
 
+/* The address as "A.B.C.D/P", or "" when the identity has none. */
+static void identity_ip(const SfAgentIdentity *id, char ip[32])
+{
+    ip[0] = '\0';
+    if (id->prefix >= 1 && id->prefix <= 32) {
+        snprintf(ip, 32, "%u.%u.%u.%u/%u", id->ipv4[0], id->ipv4[1],
+                 id->ipv4[2], id->ipv4[3], id->prefix);
+    }
+}
+
 void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
 {
     static const uint8_t no_mac[6];
     const IdentityOps *ops = &real_ops;
-    char text[128], ip[32] = "";
+    char text[128], ip[32];
     FILE *rec = NULL;
     void *ctx = NULL;
     bool host_ok;
@@ -505,10 +515,7 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
               id->generation, (unsigned long long)id->ticket,
               rec ? " (dry run)" : "");
     host_ok = identity_hostname_ok(id->hostname, sizeof(id->hostname));
-    if (id->prefix >= 1 && id->prefix <= 32) {
-        snprintf(ip, sizeof(ip), "%u.%u.%u.%u/%u", id->ipv4[0], id->ipv4[1],
-                 id->ipv4[2], id->ipv4[3], id->prefix);
-    }
+    identity_ip(id, ip);
 
     /* 1. who we are */
     snprintf(text, sizeof(text), "%u\n", id->clone_id);
@@ -524,6 +531,8 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
     ret = ops->rng(ctx, id->entropy, sizeof(id->entropy));
     if (ret < 0) {
         agent_log("identity: reseeding the RNG: %s", strerror(-ret));
+    } else {
+        agent_log("identity: RNG reseeded with the host's entropy");
     }
 
     /* 3. wall clock */
@@ -564,8 +573,46 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
         agent_log("identity: ignoring bad hostname from host");
     }
 
+    if (rec) {
+        fclose(rec);
+    }
+}
+
+int identity_set_clock(const AgentConfig *cfg, int64_t realtime_ns)
+{
+    FILE *rec;
+    int ret;
+
+    if (!cfg->dry_run) {
+        return real_clock(NULL, realtime_ns);
+    }
+    rec = fopen(cfg->dry_run, "ae");
+    if (!rec) {
+        return -errno;
+    }
+    ret = dry_clock(rec, realtime_ns);
+    fclose(rec);
+    return ret;
+}
+
+void identity_run_scripts(const AgentConfig *cfg, const SfAgentIdentity *id)
+{
+    bool host_ok = identity_hostname_ok(id->hostname, sizeof(id->hostname));
+    FILE *rec = NULL;
+    char ip[32];
+
+    if (cfg->dry_run) {
+        rec = fopen(cfg->dry_run, "ae");
+        if (!rec) {
+            agent_log("identity: cannot open %s (%s), not running scripts",
+                      cfg->dry_run, strerror(errno));
+            return;
+        }
+        setvbuf(rec, NULL, _IOLBF, 0);
+    }
+    identity_ip(id, ip);
     /* 5. the guest's own steps */
-    run_scripts(cfg, rec, id, host_ok ? id->hostname : "", ip[0] ? ip : "");
+    run_scripts(cfg, rec, id, host_ok ? id->hostname : "", ip);
     if (rec) {
         fclose(rec);
     }
