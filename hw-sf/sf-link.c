@@ -15,6 +15,15 @@
  * (qemu_send_packet and qemu_deliver_packet test link_down), whatever
  * the guest does, and virtio-net tells the guest its carrier is off.
  *
+ * What a NIC's transmit rings hold is another matter: frames the guest
+ * queued and QEMU has not sent yet.  At the start those are the parent's,
+ * in flight at the fork (its ping, its TCP segment), which the parent
+ * sends itself; a clone would send them again with the parent's MAC and
+ * address as soon as its link is up (seen here: 6 ms after the release).
+ * So a clone drops them, held or not, and a held clone drops again at
+ * the release what its guest queued without a kick while the link was
+ * down, before its identity was in place.  The guest sees them sent.
+ *
  * The links come back up when the guest agent reports the identity the
  * host sent it applied (sf-agent.c, APPLIED), or when the management
  * layer says so with QMP set_link (guests without an agent).  A guest
@@ -32,6 +41,7 @@
 #include "qapi/qapi-commands-net.h"
 #include "net/announce.h"
 #include "net/net.h"
+#include "hw/virtio/virtio-net.h"
 #include "hw/sf/sf-link.h"
 #include "trace.h"
 
@@ -52,12 +62,50 @@ static void sf_link_collect(NICState *nic, void *opaque)
     QAPI_LIST_APPEND(*tail, g_strdup(qemu_get_queue(nic)->name));
 }
 
-bool sf_link_hold(Error **errp)
+static int sf_link_drop_tx_one(Object *obj, void *opaque)
+{
+    VirtIONet *n = (VirtIONet *)object_dynamic_cast(obj, TYPE_VIRTIO_NET);
+    VirtIODevice *vdev;
+    unsigned dropped = 0;
+
+    if (!n) {
+        return 0;
+    }
+    vdev = VIRTIO_DEVICE(n);
+    for (int i = 0; i < n->max_queue_pairs; i++) {
+        VirtQueue *vq = n->vqs[i].tx_vq;
+        unsigned k = vq ? virtqueue_drop_all(vq) : 0;
+
+        if (k) {
+            virtio_notify(vdev, vq);
+        }
+        dropped += k;
+    }
+    if (dropped) {
+        g_autofree char *path = object_get_canonical_path(obj);
+
+        trace_sf_link_drop_tx(path, dropped);
+    }
+    return 0;
+}
+
+/* Frames queued in the transmit rings and not sent yet: dropped. */
+static void sf_link_drop_tx(void)
+{
+    object_child_foreach_recursive(object_get_root(), sf_link_drop_tx_one,
+                                   NULL);
+}
+
+bool sf_link_start(bool hold, Error **errp)
 {
     ERRP_GUARD();
     strList **tail = &sf_link_held;
 
     assert(sf_link == SF_LINK_UP);
+    sf_link_drop_tx();
+    if (!hold) {
+        return true;
+    }
     qemu_foreach_nic(sf_link_collect, &tail);
     for (strList *l = sf_link_held; l; l = l->next) {
         qmp_set_link(l->value, false, errp);
@@ -85,6 +133,7 @@ bool sf_link_release(void)
     if (sf_link != SF_LINK_HELD) {
         return false;
     }
+    sf_link_drop_tx();
     for (strList *l = sf_link_held; l; l = l->next) {
         Error *err = NULL;
 

@@ -11,13 +11,16 @@
 #include "qapi/error.h"
 
 /*
- * Take the link of every NIC down, as QMP set_link does, and remember
- * them as held.  Called by a clone before its vCPUs first run.
+ * Called by a clone before its vCPUs first run: drop the frames its
+ * virtio-net transmit rings hold (its parent's, in flight at the fork),
+ * and with @hold take the link of every NIC down, as QMP set_link does,
+ * and remember them as held.
  */
-bool sf_link_hold(Error **errp);
+bool sf_link_start(bool hold, Error **errp);
 
 /*
- * Bring the held links up and announce the clone's addresses (a RARP
+ * Drop what the transmit rings hold again (queued before the identity),
+ * bring the held links up and announce the clone's addresses (a RARP
  * from QEMU with the NIC's MAC, and the guest's own gratuitous ARP
  * through virtio-net's guest announce).  Returns true if links were
  * held, false (doing nothing) otherwise.

@@ -304,7 +304,7 @@ static void sf_clone_start_bh(void *opaque)
     if (sf_generation_new(&err) < 0) {
         goto fail;
     }
-    if (s->link == SF_CLONE_LINK_HELD && !sf_link_hold(&err)) {
+    if (!sf_link_start(s->link == SF_CLONE_LINK_HELD, &err)) {
         goto fail;
     }
 
