@@ -44,13 +44,18 @@ def boot(lab, name, debian=False, driver=True, mem_mib=None):
     vm = lab.vm(name, debian=debian, append=append, mem_mib=mem_mib,
                 extra_args=["-device", "vmgenid", "-device", "sf-agent-port"])
     vm.wait_ready(timeout=240 if debian else 120)
-    deadline = time.monotonic() + 60
+    boot_wait_agent(vm)
+    return vm
+
+
+def boot_wait_agent(vm, timeout=60.0):
+    """The guest agent is up (its socket exists)."""
+    deadline = time.monotonic() + timeout
     while get(vm.serial, "test -S /run/snowflock/agent.sock && echo up") \
             != "up":
         assert time.monotonic() < deadline, \
             get(vm.serial, "cat /run/sf-agent.log")
         time.sleep(0.3)
-    return vm
 
 
 def driver_bound(vm):
