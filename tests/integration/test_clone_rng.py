@@ -23,9 +23,9 @@ busy cores, where a clone's first moments are slow (every page it touches
 is fetched, every code path translated anew), with room for a busier
 machine."""
 
-import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -188,3 +188,71 @@ def test_without_driver_the_agent_reseeds(no_driver):
         runs.append(run)
     ident = report("agent only (no vmgenid driver), 2 clones", runs)
     assert min(ident) > 0, ident
+
+
+@pytest.fixture(scope="module")
+def busybox():
+    workdir = tempfile.mkdtemp(prefix="sf-rng-")
+    lab = conftest.Lab(workdir)
+    vm = clonerng.boot(lab, "g")
+    yield lab, vm
+    lab.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_program_freezes_its_workload_itself(busybox):
+    """sfclone -F (sf_clone_flags, SF_CLONE_FREEZE) in the workload cgroup:
+    the agent freezes the workload before it asks the host to fork; the
+    test answers as sfd would.  No draw is shared, and the workload in the
+    parent is thawed by the host's answer."""
+    lab, vm = busybox
+    start = clonerng.start_loop(vm)
+    vm.serial.run(f"{{ sh -c 'echo $$ > {clonerng.WORKLOAD}/cgroup.procs && "
+                  "exec sfclone -F -n 2 -- true' > /tmp/sfc.out 2>&1 & }")
+    ev = vm.wait_event("SF_AGENT_REQUEST", timeout=30)["data"]
+    assert ev["op"] == "ticket" and ev["clones"] == 2, ev
+    vm.cmd("sf-agent-reply", request=ev["request"], kind="result", count=2,
+           value=77)
+    ev = vm.wait_event("SF_AGENT_REQUEST", timeout=30)["data"]
+    assert ev == {"request": ev["request"], "op": "clone", "ticket": 77}, ev
+    rid = ev["request"]
+    # Asked only once the workload (sf-randlog and sfclone) is frozen.
+    assert clonerng.agent_mono_ms(vm, "freeze: workload frozen (2 tasks)")
+    fork = vm.cmd("vm-fork", clones=2)
+    lab.pids.append(fork["server-pid"])
+    vm.cmd("sf-agent-reply", request=rid, kind="result", count=2)
+    clones = []
+    for c in fork["launched"]:
+        lab.pids.append(c["pid"])
+        clone = clonerng.sfvm.CloneVM(vm, c)
+        lab.vms.append(clone)
+        clones.append(clone.attach())
+    for c in clones:
+        c.cmd("sf-agent-reply", request=rid, kind="identity",
+              **{"clone-id": c.clone_id, "generation": 1, "ticket": 77})
+    for c in clones:
+        ev = c.wait_event("SF_AGENT_REQUEST", timeout=60)["data"]
+        assert ev["op"] == "exit" and ev["status"] == 0, ev
+        clonerng.stop_loop(c)
+    logs = {c.name: clonerng.read_log(c, max(1, start - 2)) for c in clones}
+    for c in clones:
+        c.close()
+        vm.cmd("sf-agent-reply", kind="clone-exited",
+               **{"clone-id": c.clone_id, "ticket": 77, "how": "exited",
+                  "status": 0})
+    deadline = time.monotonic() + 60
+    while "clone 2: exited" not in clonerng.get(vm.serial, "cat /tmp/sfc.out"):
+        assert time.monotonic() < deadline, \
+            clonerng.get(vm.serial, "cat /tmp/sfc.out /run/sf-agent.log")
+        time.sleep(0.3)
+    out = clonerng.get(vm.serial, "cat /tmp/sfc.out")
+    assert "clone 1: exited 0" in out and "clone 2: exited 0" in out, out
+    clonerng.stop_loop(vm)
+    logs[vm.name] = clonerng.read_log(vm, max(1, start - 2))
+    cmp = clonerng.randlog.Comparison(logs, vm.name)
+    print(f"\nsfclone -F: {cmp.identical()} draws shared; clones' first own "
+          f"draws {[cmp.divergence_us(c.name) // 1000 for c in clones]} ms "
+          "after the fork")
+    assert cmp.identical() == 0, cmp.pairs()
+    for name in logs:
+        assert cmp.draws_after_fork(name) > 20, name
