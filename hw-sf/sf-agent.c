@@ -998,10 +998,14 @@ static void sf_agent_applied(SfAgentPort *s, uint32_t seq,
     s->identity_applied = true;
     released = sf_link_release();
     trace_sf_agent_applied(a.clone_id, a.generation, released);
-    /* The guest read its clock microseconds ago: a skew, not a latency. */
+    /*
+     * The guest read its clock microseconds ago: a skew, not a latency.
+     * In us before subtracting, so no guest value can overflow it.
+     */
     qapi_event_send_sf_agent_identity_applied(a.clone_id, a.generation,
                                               released,
-                                              (a.realtime_ns - now_ns) / 1000);
+                                              (int64_t)a.realtime_ns / 1000 -
+                                              now_ns / 1000);
 }
 
 /* The guest's answer to the FREEZE this device sent last. */
