@@ -265,75 +265,38 @@ static int set_ipv4(int s, const char *iface, const uint8_t *ip, int prefix)
     return 0;
 }
 
-/* The EUI-64 link-local IPv6 address (fe80::/64) a MAC gives. */
-static struct in6_addr link_local(const uint8_t *mac)
-{
-    struct in6_addr a = { .s6_addr = { 0xfe, 0x80 } };
-
-    a.s6_addr[8] = mac[0] ^ 0x02;
-    a.s6_addr[9] = mac[1];
-    a.s6_addr[10] = mac[2];
-    a.s6_addr[11] = 0xff;
-    a.s6_addr[12] = 0xfe;
-    a.s6_addr[13] = mac[3];
-    a.s6_addr[14] = mac[4];
-    a.s6_addr[15] = mac[5];
-    return a;
-}
-
-/* linux/ipv6.h's, which clashes with netinet/in.h. */
-struct sf_in6_ifreq {
-    struct in6_addr addr;
-    uint32_t prefixlen;
-    int ifindex;
-};
-
 /*
- * The kernel made the interface's link-local IPv6 address from the MAC
- * it had when it came up, and does not remake it when the MAC changes:
- * a clone would go on using its parent's (seen on Debian's 6.1).  Replace
- * it with the one the new MAC gives.  No IPv6: nothing to do.
+ * Start the interface afresh, if it is up: taking it down drops what its
+ * queues still hold (frames built with the parent's MAC and addresses,
+ * which a held link kept from leaving: the qdisc would send them once the
+ * link is up again; seen 2-12 ms after the release), and bringing it up
+ * remakes its link-local IPv6 address from the new MAC (the kernel does
+ * not remake it when only the MAC changes).  IPv4 addresses stay; routes
+ * through a gateway do not (the caller restores them).
  */
-static int replace_link_local(const char *iface, const uint8_t *old_mac,
-                              const uint8_t *mac)
-{
-    struct sf_in6_ifreq r = { .prefixlen = 64,
-                              .ifindex = (int)if_nametoindex(iface) };
-    int s6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret = 0;
-
-    if (s6 < 0) {
-        return errno == EAFNOSUPPORT ? 0 : -errno;
-    }
-    r.addr = link_local(old_mac);
-    if (ioctl(s6, SIOCDIFADDR, &r) < 0 && errno != EADDRNOTAVAIL &&
-        errno != ENOENT && errno != ENODEV) {
-        ret = -errno;
-    }
-    r.addr = link_local(mac);
-    if (ioctl(s6, SIOCSIFADDR, &r) < 0 && errno != EEXIST) {
-        ret = -errno;
-    }
-    close(s6);
-    return ret;
-}
-
-static int get_mac(int s, const char *iface, uint8_t *mac)
+static int restart_iface(int s, const char *iface)
 {
     struct ifreq ifr = { 0 };
+    int ret;
 
     snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
-    if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
         return -errno;
     }
-    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
-    return 0;
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        return 0;
+    }
+    ret = if_set_flags(s, iface, false);
+    if (ret < 0) {
+        return ret;
+    }
+    return if_set_flags(s, iface, true);
 }
 
 static int real_net(void *ctx, const char *iface, const uint8_t *mac,
                     const uint8_t *ip, int prefix)
 {
     SavedRoute routes[16];
-    uint8_t old_mac[6];
     int s, n, ret = 0, err;
 
     if (if_nametoindex(iface) == 0) {
@@ -346,21 +309,17 @@ static int real_net(void *ctx, const char *iface, const uint8_t *mac,
     }
     /* Taking the link down or replacing the address drops its routes. */
     n = routes_save(iface, routes, 16);
-    if (mac && get_mac(s, iface, old_mac) < 0) {
-        mac = NULL; /* not a MAC we can change */
-    }
     if (mac && (err = set_mac(s, iface, mac)) < 0) {
         agent_log("identity: setting the MAC of %s: %s", iface, strerror(-err));
-        ret = err;
-    } else if (mac && memcmp(old_mac, mac, 6) &&
-               (err = replace_link_local(iface, old_mac, mac)) < 0) {
-        agent_log("identity: the link-local IPv6 address of %s: %s", iface,
-                  strerror(-err));
         ret = err;
     }
     if (ip && (err = set_ipv4(s, iface, ip, prefix)) < 0) {
         agent_log("identity: setting the address of %s: %s", iface,
                   strerror(-err));
+        ret = err;
+    }
+    if ((err = restart_iface(s, iface)) < 0) {
+        agent_log("identity: restarting %s: %s", iface, strerror(-err));
         ret = err;
     }
     routes_restore(s, iface, routes, n);
