@@ -996,16 +996,19 @@ static void sf_agent_applied(SfAgentPort *s, uint32_t seq,
         return;
     }
     s->identity_applied = true;
-    released = sf_link_release();
+    released = sf_link_is_held();
     trace_sf_agent_applied(a.clone_id, a.generation, released);
     /*
-     * The guest read its clock microseconds ago: a skew, not a latency.
-     * In us before subtracting, so no guest value can overflow it.
+     * Before the release, so that nothing the clone sends once its link
+     * is up (QEMU's own announce first) precedes the event.  The guest
+     * read its clock microseconds ago: a skew, not a latency; in us
+     * before subtracting, so no guest value can overflow it.
      */
     qapi_event_send_sf_agent_identity_applied(a.clone_id, a.generation,
                                               released,
                                               (int64_t)a.realtime_ns / 1000 -
                                               now_ns / 1000);
+    sf_link_release();
 }
 
 /* The guest's answer to the FREEZE this device sent last. */

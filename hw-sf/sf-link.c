@@ -66,7 +66,7 @@ static int sf_link_drop_tx_one(Object *obj, void *opaque)
 {
     VirtIONet *n = (VirtIONet *)object_dynamic_cast(obj, TYPE_VIRTIO_NET);
     VirtIODevice *vdev;
-    unsigned dropped = 0;
+    unsigned int dropped = 0;
 
     if (!n) {
         return 0;
@@ -74,7 +74,7 @@ static int sf_link_drop_tx_one(Object *obj, void *opaque)
     vdev = VIRTIO_DEVICE(n);
     for (int i = 0; i < n->max_queue_pairs; i++) {
         VirtQueue *vq = n->vqs[i].tx_vq;
-        unsigned k = vq ? virtqueue_drop_all(vq) : 0;
+        unsigned int k = vq ? virtqueue_drop_all(vq) : 0;
 
         if (k) {
             virtio_notify(vdev, vq);
@@ -150,6 +150,11 @@ bool sf_link_release(void)
         qemu_announce_self(&sf_link_announce, &params);
     }
     return true;
+}
+
+bool sf_link_is_held(void)
+{
+    return sf_link == SF_LINK_HELD;
 }
 
 /* Whether a held NIC is still down: set_link may have raised it. */

@@ -27,6 +27,9 @@ bool sf_link_start(bool hold, Error **errp);
  */
 bool sf_link_release(void);
 
+/* Whether sf_link_release() would release anything. */
+bool sf_link_is_held(void);
+
 /* "up" (never held), "held" or "released", for query-sf-clone. */
 const char *sf_link_state(void);
 
