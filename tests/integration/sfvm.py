@@ -28,6 +28,7 @@ DEBIAN_ROOTFS = os.path.join(BUILD, "guest-debian", "rootfs.img")
 
 sys.path.insert(0, os.path.join(BUILD, "src-qemu", "python"))
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+from qemu.qmp.protocol import ConnectError  # noqa: E402
 
 _marker = itertools.count(1)
 
@@ -210,7 +211,10 @@ class VM:
             try:
                 self.qmp.connect()
                 break
-            except (ConnectionRefusedError, FileNotFoundError, OSError):
+            except (ConnectError, ConnectionRefusedError, FileNotFoundError,
+                    OSError):
+                # The socket exists from QEMU's bind(), before its listen():
+                # refused (qemu.qmp wraps it in ConnectError) until then.
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

@@ -52,6 +52,7 @@ class Capture(threading.Thread):
 
     def __init__(self, ifname):
         super().__init__(daemon=True)
+        self.ifname = ifname
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                                   socket.htons(ETH_P_ALL))
         self.sock.bind((ifname, 0))
@@ -72,7 +73,8 @@ class Capture(threading.Thread):
                     raise
                 time.sleep(0.05)
                 continue
-            if addr[2] != PACKET_OUTGOING:
+            # Until bind() a raw socket gets every interface's frames.
+            if addr[0] == self.ifname and addr[2] != PACKET_OUTGOING:
                 self.frames.append((time.time(), data))
 
     def stop(self):
@@ -146,7 +148,11 @@ def test_clones_silent_until_identity_then_own_address(lab, family):
                             "-device", "virtio-net-device,id=net0,netdev=n0,"
                                        f"mac={parent_mac}",
                             "-device", "vmgenid", "-device", "sf-agent-port"])
-    vm.wait_ready()
+    try:
+        vm.wait_ready()
+    except (EOFError, TimeoutError) as e:
+        with open(vm.log_path, errors="replace") as f:
+            raise AssertionError(f"{e}; QEMU's log: {f.read()[-2000:]}")
     clonerng.boot_wait_agent(vm)
     s = vm.serial
     s.run(f"{{ while true; do echo data; sleep 0.1; done | nc {host_ip} "
