@@ -1,7 +1,7 @@
 /*
  * sfclone - run a command in N clones of this VM and collect their ends.
  *
- *   sfclone [-n N] [-q] -- CMD [ARGS...]
+ *   sfclone [-n N] [-q] [-F] -- CMD [ARGS...]
  *
  * Asks for a ticket for N clones (default 1) and forks the VM.  Each
  * clone runs CMD with SF_CLONE_ID set and reports the command's exit
@@ -15,7 +15,10 @@
  * Exit status: 0 when every clone exited 0, 1 when one did not,
  * 2 for a usage error, 3 when the ticket or the fork failed.
  * -q drops the lines of clones that exited 0 and the note printed when
- * fewer than N clones were granted.
+ * fewer than N clones were granted.  -F freezes the workload cgroup
+ * around the fork (SF_CLONE_FREEZE): sfclone must run in it, and CMD
+ * starts in a clone only after the clone's identity is in place (as it
+ * does anyway; -F holds the rest of the workload too).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -33,7 +36,7 @@ enum { EXIT_CLONE_FAILED = 1, EXIT_USAGE = 2, EXIT_FORK = 3 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sfclone [-n N] [-q] -- CMD [ARGS...]\n");
+    fprintf(f, "usage: sfclone [-n N] [-q] [-F] -- CMD [ARGS...]\n");
 }
 
 /* In a clone: run the command, report how it ended, never return. */
@@ -103,11 +106,12 @@ int main(int argc, char **argv)
     sf_status_t *st;
     sf_ticket_t t;
     bool quiet = false, ok;
+    unsigned flags = 0;
     long n = 1;
     int o, id, granted, ended;
     char *end;
 
-    while ((o = getopt(argc, argv, "+n:qh")) != -1) {
+    while ((o = getopt(argc, argv, "+n:qFh")) != -1) {
         switch (o) {
         case 'n':
             n = strtol(optarg, &end, 10);
@@ -118,6 +122,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             quiet = true;
+            break;
+        case 'F':
+            flags |= SF_CLONE_FREEZE;
             break;
         case 'h':
             usage(stdout);
@@ -146,7 +153,7 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
 
-    id = sf_clone(t);
+    id = sf_clone_flags(t, flags);
     if (id < 0) {
         fprintf(stderr, "sfclone: %s\n", sf_last_error());
         return EXIT_FORK;

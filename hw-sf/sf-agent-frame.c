@@ -27,9 +27,10 @@ static uint64_t get_le64(const uint8_t *p)
     return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
-static bool is_request(uint8_t type)
+/* Whatever a guest may send: requests, reports, and TIME. */
+static bool is_from_guest(uint8_t type)
 {
-    return type >= SF_AGENT_HELLO && type <= SF_AGENT_CREATE;
+    return type >= SF_AGENT_HELLO && type <= SF_AGENT_TIME;
 }
 
 /* Field offsets in the 16-byte header (see SfAgentHdr). */
@@ -54,7 +55,7 @@ static const char *check_hdr(const uint8_t *p)
     if (get_le16(p + HDR_FLAGS) != 0) {
         return "flags";
     }
-    if (!is_request(type)) {
+    if (!is_from_guest(type)) {
         return "type";
     }
     if (get_le32(p + HDR_LENGTH) != (uint32_t)sf_agent_body_len(type)) {

@@ -41,7 +41,7 @@ typedef struct SfAgentRx {
 
 typedef enum SfAgentRxEvent {
     SF_AGENT_RX_NEED_MORE, /* no whole frame left: feed more bytes */
-    SF_AGENT_RX_FRAME,     /* a well-formed request frame */
+    SF_AGENT_RX_FRAME,     /* a well-formed frame from the guest */
     SF_AGENT_RX_MALFORMED, /* a bad header; its first byte was dropped */
     SF_AGENT_RX_DISCARDED, /* bytes dropped while looking for a magic */
 } SfAgentRxEvent;

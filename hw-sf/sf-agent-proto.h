@@ -17,7 +17,13 @@
  * seq: chosen by the guest for requests (any value but 0); the host
  * echoes it in the one answer to that request.  Messages the host sends
  * on its own (an identity pushed to a clone, a clone's exit reported to
- * its parent) carry seq 0.
+ * its parent) carry seq 0, except FREEZE, whose seq the guest echoes in
+ * its FREEZE_STATE report.
+ *
+ * Guest reports (APPLIED, FREEZE_STATE) are not requests: nobody answers
+ * them, and the host acts on one only when it expects it (APPLIED after
+ * it has sent this VM an identity, FREEZE_STATE for the FREEZE it sent
+ * last), so a guest cannot make the host do anything by sending them.
  *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -53,11 +59,20 @@ typedef enum SfAgentType {
     SF_AGENT_CHECKPOINT = 0x06,   /* empty body */
     SF_AGENT_CREATE = 0x07,       /* SfAgentCreateReq */
 
+    /* guest -> host: reports, never answered */
+    SF_AGENT_APPLIED = 0x08,      /* SfAgentApplied: identity in place */
+    SF_AGENT_FREEZE_STATE = 0x09, /* SfAgentFreezeState: answers FREEZE */
+
+    /* guest -> host: the host's clock, answered by the device (CLOCK) */
+    SF_AGENT_TIME = 0x0a,         /* SfAgentTime */
+
     /* host -> guest */
     SF_AGENT_WELCOME = 0x81,      /* SfAgentWelcome: answers HELLO */
     SF_AGENT_RESULT = 0x82,       /* SfAgentResult: answers a request */
     SF_AGENT_IDENTITY = 0x83,     /* SfAgentIdentity: you are a clone */
     SF_AGENT_EXITED = 0x84,       /* SfAgentExited: a clone has ended */
+    SF_AGENT_FREEZE = 0x85,       /* SfAgentFreeze: freeze or thaw */
+    SF_AGENT_CLOCK = 0x86,        /* SfAgentClock: answers TIME */
 } SfAgentType;
 
 /* How a clone ended (SfAgentExitReq.how, SfAgentExited.how). */
@@ -116,12 +131,22 @@ typedef struct SfAgentResult {
 #define SF_AGENT_HOSTNAME_LEN 64  /* NUL padded; at most 63 characters */
 #define SF_AGENT_ENTROPY_LEN 64
 
+/* SfAgentIdentity.flags */
+#define SF_AGENT_IDENTITY_REPORT 0x01 /* answer with APPLIED when done */
+#define SF_AGENT_IDENTITY_TIME   0x02 /* the host answers TIME */
+
 /*
  * Sent to a clone: the answer to the CLONE (or CHECKPOINT) request it
  * inherited from its parent, or with seq 0 when the clone was made by
  * the operator rather than by a guest request.  Fields the host does not
  * know are zero (no MAC, no address, empty hostname).  realtime_ns and
- * entropy are filled by QEMU when the frame is sent.
+ * entropy are filled by QEMU when the frame is sent.  With
+ * SF_AGENT_IDENTITY_REPORT the host wants to hear APPLIED once the
+ * identity is in place (it may be holding the clone's network link down
+ * until then).  With SF_AGENT_IDENTITY_TIME the host answers TIME: the
+ * realtime_ns of the frame is as old as the frame's way to the agent, so
+ * the agent asks for the host's clock again once it is ready to set it.
+ * Other flag bits are reserved, and ignored by the guest.
  */
 typedef struct SfAgentIdentity {
     uint32_t clone_id;            /* 1..m */
@@ -130,7 +155,7 @@ typedef struct SfAgentIdentity {
     int64_t realtime_ns;          /* host CLOCK_REALTIME */
     uint8_t mac[6];
     uint8_t prefix;               /* IPv4 prefix length, 0: no address */
-    uint8_t reserved;
+    uint8_t flags;                /* SF_AGENT_IDENTITY_* */
     uint8_t ipv4[4];              /* network byte order */
     uint32_t reserved2;
     char hostname[SF_AGENT_HOSTNAME_LEN];
@@ -146,6 +171,62 @@ typedef struct SfAgentExited {
     uint32_t reserved;
 } SfAgentExited;
 
+/*
+ * Sent by a clone once the identity it was given (clone_id, generation
+ * as in the IDENTITY frame) is in place: RNG reseeded, clock set, MAC,
+ * address and host name applied; its post-clone scripts run after.
+ * realtime_ns: the guest's CLOCK_REALTIME as it sends this, so the host
+ * can tell how far the clock it set is off (the frame reaches QEMU
+ * within microseconds).
+ */
+typedef struct SfAgentApplied {
+    uint32_t clone_id;
+    uint32_t generation;
+    int64_t realtime_ns;
+} SfAgentApplied;
+
+/*
+ * Sent to the guest: freeze (freeze = 1) or thaw (freeze = 0) the
+ * workload cgroup (docs/guest-api.md, "Freezing the workload").  A freeze
+ * the host does not follow with a thaw within timeout_ms (1..600000) is
+ * thawed by the guest itself.  seq is the host's; the guest echoes it.
+ */
+typedef struct SfAgentFreeze {
+    uint32_t freeze;
+    uint32_t timeout_ms;
+} SfAgentFreeze;
+
+/*
+ * The guest's answer to FREEZE, with the FREEZE frame's seq.  error: 0 or
+ * a positive errno value (ENOENT: no workload cgroup; ETIMEDOUT: its
+ * tasks did not all freeze in time, nothing is left frozen).  frozen:
+ * the cgroup's state now.  tasks: processes in it.  frozen_us: on a
+ * thaw, how long it was frozen (guest CLOCK_MONOTONIC).
+ */
+typedef struct SfAgentFreezeState {
+    int32_t error;
+    uint32_t frozen;
+    uint32_t tasks;
+    uint32_t reserved;
+    uint64_t frozen_us;
+} SfAgentFreezeState;
+
+/*
+ * The host's clock, for setting the guest's (Cristian's algorithm): the
+ * guest sends TIME with a value of its own (its CLOCK_MONOTONIC), the
+ * device answers CLOCK at once with the same value and the host's
+ * CLOCK_REALTIME; the guest sets its clock to realtime_ns plus half the
+ * round trip, which is also how far off it can be.
+ */
+typedef struct SfAgentTime {
+    uint64_t echo;
+} SfAgentTime;
+
+typedef struct SfAgentClock {
+    int64_t realtime_ns;
+    uint64_t echo;
+} SfAgentClock;
+
 #ifdef __cplusplus
 #define SF_AGENT_STATIC_ASSERT static_assert
 #else
@@ -156,6 +237,10 @@ SF_AGENT_STATIC_ASSERT(sizeof(SfAgentResult) == 16, "result layout");
 SF_AGENT_STATIC_ASSERT(sizeof(SfAgentIdentity) == 168, "identity layout");
 SF_AGENT_STATIC_ASSERT(sizeof(SfAgentExited) == 24, "exited layout");
 SF_AGENT_STATIC_ASSERT(sizeof(SfAgentCreateReq) == 16, "create layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentApplied) == 16, "applied layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentFreeze) == 8, "freeze layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentFreezeState) == 24, "state layout");
+SF_AGENT_STATIC_ASSERT(sizeof(SfAgentClock) == 16, "clock layout");
 
 /* The body length of a type, or -1 for an unknown type. */
 static inline int sf_agent_body_len(uint8_t type)
@@ -174,6 +259,12 @@ static inline int sf_agent_body_len(uint8_t type)
         return 0;
     case SF_AGENT_CREATE:
         return sizeof(SfAgentCreateReq);
+    case SF_AGENT_APPLIED:
+        return sizeof(SfAgentApplied);
+    case SF_AGENT_FREEZE_STATE:
+        return sizeof(SfAgentFreezeState);
+    case SF_AGENT_TIME:
+        return sizeof(SfAgentTime);
     case SF_AGENT_WELCOME:
         return sizeof(SfAgentWelcome);
     case SF_AGENT_RESULT:
@@ -182,6 +273,10 @@ static inline int sf_agent_body_len(uint8_t type)
         return sizeof(SfAgentIdentity);
     case SF_AGENT_EXITED:
         return sizeof(SfAgentExited);
+    case SF_AGENT_FREEZE:
+        return sizeof(SfAgentFreeze);
+    case SF_AGENT_CLOCK:
+        return sizeof(SfAgentClock);
     }
     return -1;
 }
@@ -231,6 +326,12 @@ static inline const char *sf_agent_type_name(uint8_t type)
         return "checkpoint";
     case SF_AGENT_CREATE:
         return "create";
+    case SF_AGENT_APPLIED:
+        return "applied";
+    case SF_AGENT_FREEZE_STATE:
+        return "freeze-state";
+    case SF_AGENT_TIME:
+        return "time";
     case SF_AGENT_WELCOME:
         return "welcome";
     case SF_AGENT_RESULT:
@@ -239,6 +340,10 @@ static inline const char *sf_agent_type_name(uint8_t type)
         return "identity";
     case SF_AGENT_EXITED:
         return "exited";
+    case SF_AGENT_FREEZE:
+        return "freeze";
+    case SF_AGENT_CLOCK:
+        return "clock";
     }
     return "unknown";
 }

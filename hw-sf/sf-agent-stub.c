@@ -20,3 +20,14 @@ void qmp_sf_agent_reply(SfAgentReply *arg, Error **errp)
 {
     error_setg(errp, "this QEMU has no sf-agent-port device");
 }
+
+void qmp_sf_agent_freeze(bool has_timeout_ms, uint32_t timeout_ms,
+                         Error **errp)
+{
+    error_setg(errp, "this QEMU has no sf-agent-port device");
+}
+
+void qmp_sf_agent_thaw(Error **errp)
+{
+    error_setg(errp, "this QEMU has no sf-agent-port device");
+}

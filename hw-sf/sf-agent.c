@@ -23,6 +23,13 @@
  * clone's QMP with kind=identity, with the same request id it answers
  * with kind=result on the parent's.
  *
+ * Two guest reports are not requests (see the end of the file): APPLIED,
+ * the identity this device sent is in place, which releases a clone's
+ * held network link (sf-link.c); and FREEZE_STATE, the guest's answer to
+ * the workload freeze or thaw sf-agent-freeze / sf-agent-thaw sent.
+ * Each is acted on at most once per message the host sent, so no guest
+ * can make the host do more by sending them.
+ *
  * Everything here runs under the BQL: have_data() from the vCPU thread
  * (virtio notify), the QMP commands from the main loop.
  */
@@ -40,12 +47,20 @@
 #include "hw/virtio/virtio-serial.h"
 #include "hw/sf/sf-agent-proto.h"
 #include "hw/sf/sf-agent-frame.h"
+#include "hw/sf/sf-link.h"
 #include "trace.h"
 
 #include <arpa/inet.h>
 
 #define TYPE_SF_AGENT_PORT "sf-agent-port"
 OBJECT_DECLARE_SIMPLE_TYPE(SfAgentPort, SF_AGENT_PORT)
+
+/*
+ * sf-agent-freeze: the guest thaws by itself if no thaw follows in time
+ * (the management layer may have died between its freeze and its fork).
+ */
+#define SF_AGENT_FREEZE_TIMEOUT_MS 10000
+#define SF_AGENT_FREEZE_TIMEOUT_MAX_MS 600000
 
 /* Told to the guest in WELCOME; the guest must not need more. */
 #define SF_AGENT_MAX_PENDING 8
@@ -85,6 +100,15 @@ struct SfAgentPort {
     uint64_t rate_limited;
     uint64_t busy;
     uint64_t dropped;
+
+    /* Per QEMU process: what the guest's reports answer. */
+    bool identity_sent;          /* an identity went to this VM */
+    bool identity_applied;       /* ... and the guest said APPLIED */
+    uint32_t identity_clone_id;
+    uint32_t identity_generation;
+    uint32_t freeze_seq;         /* the FREEZE awaiting its state, or 0 */
+    uint32_t next_freeze_seq;
+    uint64_t reports_ignored;
 };
 
 /* At most one per VM: the QMP commands have no device argument. */
@@ -94,6 +118,15 @@ static bool sf_agent_is_request(uint8_t type)
 {
     return type >= SF_AGENT_HELLO && type <= SF_AGENT_CREATE;
 }
+
+static bool sf_agent_is_report(uint8_t type)
+{
+    return type == SF_AGENT_APPLIED || type == SF_AGENT_FREEZE_STATE;
+}
+
+static void sf_agent_report(SfAgentPort *s, uint8_t type, uint32_t seq,
+                            const uint8_t *body);
+static void sf_agent_time(SfAgentPort *s, uint32_t seq, const uint8_t *body);
 
 static SfAgentPending *sf_agent_find(SfAgentPort *s, uint32_t request)
 {
@@ -316,6 +349,10 @@ static void sf_agent_parse(SfAgentPort *s)
                                     it.length);
             if (it.type == SF_AGENT_HELLO) {
                 sf_agent_hello(s, it.seq, it.body);
+            } else if (sf_agent_is_report(it.type)) {
+                sf_agent_report(s, it.type, it.seq, it.body);
+            } else if (it.type == SF_AGENT_TIME) {
+                sf_agent_time(s, it.seq, it.body);
             } else {
                 sf_agent_request(s, it.type, it.seq, it.body);
             }
@@ -370,6 +407,7 @@ static void sf_agent_reset(DeviceState *dev)
     memset(s->pending, 0, sizeof(s->pending));
     s->agent_version = 0;
     sf_agent_rx_reset(&s->rx);
+    s->freeze_seq = 0;
 }
 
 static void sf_agent_realize(DeviceState *dev, Error **errp)
@@ -512,6 +550,7 @@ SfAgentInfo *qmp_query_sf_agent(Error **errp)
     info->rate_limited = s->rate_limited;
     info->busy = s->busy;
     info->dropped_replies = s->dropped;
+    info->reports_ignored = s->reports_ignored;
     return info;
 }
 
@@ -557,6 +596,16 @@ static void sf_agent_drop_inherited(SfAgentPort *s)
             memset(p, 0, sizeof(*p));
         }
     }
+}
+
+/* The APPLIED report that may follow is for this identity only. */
+static void sf_agent_identity_sent(SfAgentPort *s, uint32_t clone_id,
+                                   uint32_t generation)
+{
+    s->identity_sent = true;
+    s->identity_applied = false;
+    s->identity_clone_id = clone_id;
+    s->identity_generation = generation;
 }
 
 /* Take the pending request @request answers, or set errp. */
@@ -668,6 +717,8 @@ static void sf_agent_reply_identity(SfAgentPort *s,
     if (a->hostname) {
         memcpy(id.hostname, a->hostname, strlen(a->hostname));
     }
+    /* Report when applied, and ask for the host's clock afresh then. */
+    id.flags = SF_AGENT_IDENTITY_REPORT | SF_AGENT_IDENTITY_TIME;
     /*
      * From the host, not from the guest's RNG: a clone's RNG state is its
      * parent's (and with -seed, every run's), which is exactly what this
@@ -682,7 +733,9 @@ static void sf_agent_reply_identity(SfAgentPort *s,
         memset(p, 0, sizeof(*p));
     }
     sf_agent_drop_inherited(s);
-    sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp);
+    if (sf_agent_send(s, SF_AGENT_IDENTITY, seq, &id, sizeof(id), errp)) {
+        sf_agent_identity_sent(s, a->clone_id, a->generation);
+    }
 }
 
 static void sf_agent_reply_clone_exited(SfAgentPort *s,
@@ -735,3 +788,159 @@ QEMU_BUILD_BUG_ON((int)SF_EXIT_HOW_EXITED != (int)SF_AGENT_HOW_EXITED ||
                   (int)SF_EXIT_HOW_LOST != (int)SF_AGENT_HOW_LOST ||
                   (int)SF_EXIT_HOW_KILLED != (int)SF_AGENT_HOW_KILLED ||
                   (int)SF_EXIT_HOW_CRASHED != (int)SF_AGENT_HOW_CRASHED);
+
+/* Guest reports: APPLIED and FREEZE_STATE */
+
+static void sf_agent_ignore(SfAgentPort *s, uint8_t type, uint32_t seq,
+                            const char *why)
+{
+    s->reports_ignored++;
+    trace_sf_agent_report_ignored(sf_agent_type_name(type), seq, why);
+}
+
+/*
+ * The identity is in place in the guest: the clone may speak on its
+ * network from now on.  Only for the identity this device sent, once.
+ */
+static void sf_agent_applied(SfAgentPort *s, uint32_t seq,
+                             const uint8_t *body)
+{
+    int64_t now_ns = g_get_real_time() * 1000;
+    SfAgentApplied a;
+    bool released;
+
+    memcpy(&a, body, sizeof(a));
+    a.clone_id = le32_to_cpu(a.clone_id);
+    a.generation = le32_to_cpu(a.generation);
+    a.realtime_ns = le64_to_cpu(a.realtime_ns);
+    if (!s->identity_sent) {
+        sf_agent_ignore(s, SF_AGENT_APPLIED, seq, "no identity was sent");
+        return;
+    }
+    if (a.clone_id != s->identity_clone_id ||
+        a.generation != s->identity_generation) {
+        sf_agent_ignore(s, SF_AGENT_APPLIED, seq, "not the identity sent");
+        return;
+    }
+    if (s->identity_applied) {
+        sf_agent_ignore(s, SF_AGENT_APPLIED, seq, "already applied");
+        return;
+    }
+    s->identity_applied = true;
+    released = sf_link_is_held();
+    trace_sf_agent_applied(a.clone_id, a.generation, released);
+    /*
+     * Before the release, so that nothing the clone sends once its link
+     * is up (QEMU's own announce first) precedes the event.  The guest
+     * read its clock microseconds ago: a skew, not a latency; in us
+     * before subtracting, so no guest value can overflow it.
+     */
+    qapi_event_send_sf_agent_identity_applied(a.clone_id, a.generation,
+                                              released,
+                                              (int64_t)a.realtime_ns / 1000 -
+                                              now_ns / 1000);
+    sf_link_release();
+}
+
+/* The guest's answer to the FREEZE this device sent last. */
+static void sf_agent_freeze_state(SfAgentPort *s, uint32_t seq,
+                                  const uint8_t *body)
+{
+    SfAgentFreezeState st;
+    SfAgentFreezeStatus status;
+
+    memcpy(&st, body, sizeof(st));
+    st.error = le32_to_cpu(st.error);
+    st.frozen = le32_to_cpu(st.frozen);
+    st.tasks = le32_to_cpu(st.tasks);
+    st.frozen_us = le64_to_cpu(st.frozen_us);
+    if (!s->freeze_seq || seq != s->freeze_seq) {
+        sf_agent_ignore(s, SF_AGENT_FREEZE_STATE, seq,
+                        "no freeze or thaw with this seq is outstanding");
+        return;
+    }
+    if (st.error < 0 || st.error > 4095 || st.frozen > 1) {
+        sf_agent_ignore(s, SF_AGENT_FREEZE_STATE, seq, "bad state");
+        return;
+    }
+    s->freeze_seq = 0;
+    status = st.error ? SF_AGENT_FREEZE_STATUS_FAILED :
+             st.frozen ? SF_AGENT_FREEZE_STATUS_FROZEN :
+             SF_AGENT_FREEZE_STATUS_THAWED;
+    trace_sf_agent_freeze_state(seq, SfAgentFreezeStatus_str(status),
+                                st.error, st.tasks, st.frozen_us);
+    qapi_event_send_sf_agent_freeze(status, st.error, st.tasks, st.frozen_us);
+}
+
+static void sf_agent_report(SfAgentPort *s, uint8_t type, uint32_t seq,
+                            const uint8_t *body)
+{
+    if (type == SF_AGENT_APPLIED) {
+        sf_agent_applied(s, seq, body);
+    } else {
+        sf_agent_freeze_state(s, seq, body);
+    }
+}
+
+/*
+ * TIME: the host's clock, at once, for the agent to set the guest's.  A
+ * request the device answers itself, under the same rate limit as those
+ * it passes on, so a guest asking in a loop costs it no more.
+ */
+static void sf_agent_time(SfAgentPort *s, uint32_t seq, const uint8_t *body)
+{
+    SfAgentTime t;
+    SfAgentClock c;
+
+    memcpy(&t, body, sizeof(t));
+    if (!sf_agent_take_token(s)) {
+        s->rate_limited++;
+        sf_agent_refuse(s, SF_AGENT_TIME, seq, EAGAIN, "rate limited");
+        return;
+    }
+    c.echo = t.echo;
+    c.realtime_ns = cpu_to_le64(g_get_real_time() * 1000);
+    sf_agent_send(s, SF_AGENT_CLOCK, seq, &c, sizeof(c), NULL);
+}
+
+/* QMP: freezing the guest's workload around a fork */
+
+static void sf_agent_send_freeze(bool freeze, uint32_t timeout_ms,
+                                 Error **errp)
+{
+    SfAgentPort *s = sf_agent_port;
+    SfAgentFreeze f = {
+        .freeze = cpu_to_le32(freeze),
+        .timeout_ms = cpu_to_le32(timeout_ms),
+    };
+    uint32_t seq;
+
+    if (!s) {
+        error_setg(errp, "this VM has no %s", TYPE_SF_AGENT_PORT);
+        return;
+    }
+    /* A newer freeze or thaw supersedes one still unanswered. */
+    seq = ++s->next_freeze_seq ?: ++s->next_freeze_seq;
+    if (sf_agent_send(s, SF_AGENT_FREEZE, seq, &f, sizeof(f), errp)) {
+        s->freeze_seq = seq;
+    }
+}
+
+void qmp_sf_agent_freeze(bool has_timeout_ms, uint32_t timeout_ms,
+                         Error **errp)
+{
+    if (!has_timeout_ms) {
+        timeout_ms = SF_AGENT_FREEZE_TIMEOUT_MS;
+    }
+    if (timeout_ms < 1 || timeout_ms > SF_AGENT_FREEZE_TIMEOUT_MAX_MS) {
+        error_setg(errp, "sf-agent-freeze: 'timeout-ms' must be 1 to %d",
+                   SF_AGENT_FREEZE_TIMEOUT_MAX_MS);
+        return;
+    }
+    sf_agent_send_freeze(true, timeout_ms, errp);
+}
+
+void qmp_sf_agent_thaw(Error **errp)
+{
+    sf_agent_send_freeze(false, 0, errp);
+}

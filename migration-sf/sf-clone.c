@@ -9,7 +9,7 @@
  *       -object secret,id=SID,file=DIR/secret,format=raw \
  *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
  *               secret-id=SID,clone-id=N[,prefetch=on|off][,retry-ms=MS]
- *               [,mac=52:54:00:xx:xx:xx]
+ *               [,mac=52:54:00:xx:xx:xx][,link=up|held]
  *
  * The fork secret comes from a QEMU secret object (crypto/secret.c), never
  * from the command line: /proc/PID/cmdline is readable by every local
@@ -24,7 +24,9 @@
  *      match the RAM blocks against the descriptor, arm lazy RAM
  *      (sf-lazyram.c) - before device state loads, because virtio_load()
  *      reads guest RAM -, load CPU and device state, give the clone its
- *      own identity (MACs), start the vCPUs.
+ *      own identity (MACs, VM generation ID; with link=held, NIC links
+ *      down until the guest has its identity: hw-sf/sf-link.c), start
+ *      the vCPUs.
  *   3. Pages arrive on demand and by background push; SF_CLONE_COMPLETE
  *      when all are present, SF_CLONE_FAILED and exit when one cannot be
  *      had.
@@ -38,6 +40,7 @@
 #include "qapi/visitor.h"
 #include "qapi/qapi-commands-sf.h"
 #include "qapi/qapi-events-sf.h"
+#include "qapi/qapi-types-qom.h"
 #include "qom/object_interfaces.h"
 #include "crypto/secret_common.h"
 #include "hw/boards.h"
@@ -52,7 +55,9 @@
 #include "system/cpus.h"
 #include "sf-clone.h"
 #include "sf-lazyram.h"
+#include "hw/sf/sf-generation.h"
 #include "hw/sf/sf-identity.h"
+#include "hw/sf/sf-link.h"
 #include "lib/sf-descriptor.h"
 #include "lib/sf-transport.h"
 #include "trace.h"
@@ -72,6 +77,7 @@ struct SfClone {
     char *secret_id;
     char *mac_str;
     SfLazyRamConfig cfg;
+    SfCloneLink link;
 
     SfDescriptor *desc;
     uint8_t mac[6];
@@ -292,6 +298,13 @@ static void sf_clone_start_bh(void *opaque)
 
     sf_identity_apply(s->desc->fork_id, s->cfg.clone_id,
                       s->mac_str ? s->mac : NULL);
+    /* Pending at the guest's first instruction: its kernel reseeds. */
+    if (sf_generation_new(&err) < 0) {
+        goto fail;
+    }
+    if (!sf_link_start(s->link == SF_CLONE_LINK_HELD, &err)) {
+        goto fail;
+    }
 
     if (autostart) {
         vm_start();
@@ -530,6 +543,16 @@ static void sf_clone_visit_u32(Object *obj, Visitor *v, const char *name,
     visit_type_uint32(v, name, field, errp);
 }
 
+static int sf_clone_get_link(Object *obj, Error **errp)
+{
+    return SF_CLONE(obj)->link;
+}
+
+static void sf_clone_set_link(Object *obj, int v, Error **errp)
+{
+    SF_CLONE(obj)->link = v;
+}
+
 static bool sf_clone_get_prefetch(Object *obj, Error **errp)
 {
     return SF_CLONE(obj)->cfg.prefetch;
@@ -593,6 +616,12 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                                    sf_clone_set_prefetch);
     object_class_property_set_description(oc, "prefetch",
         "push pages in the background besides demand faults");
+    object_class_property_add_enum(oc, "link", "SfCloneLink",
+                                   &SfCloneLink_lookup, sf_clone_get_link,
+                                   sf_clone_set_link);
+    object_class_property_set_description(oc, "link",
+        "NIC links at the start: up, or held down until the guest agent "
+        "reports the clone's identity applied (or set_link raises them)");
 }
 
 static const TypeInfo sf_clone_info = {
@@ -652,5 +681,6 @@ SfCloneStatus *qmp_query_sf_clone(Error **errp)
     c->reconnects = st.reconnects;
     c->start_to_run_us = s->start_to_run_us;
     c->load_us = s->load_us;
+    c->link = g_strdup(sf_link_state());
     return r;
 }

@@ -47,8 +47,10 @@ INIT_SRC=$ROOT/guest-agent/init
 SFPATTERN_SRC=$ROOT/guest-agent/sfpattern.c
 EXTRA_BINS=${GUEST_EXTRA_BINS:-}
 AGENT_DIR=$BUILD_DIR/host/guest-agent
+# vmgenid: a clone's kernel reseeds its RNG when QEMU gives it a new VM
+# generation ID (built in to Debian's kernel; loaded here where it is =m).
 WANT_MODULES="virtio_ring virtio virtio_mmio virtio_console virtio_balloon \
-failover net_failover virtio_net virtio_blk virtio_rng ${GUEST_EXTRA_MODULES:-}"
+failover net_failover virtio_net virtio_blk virtio_rng vmgenid ${GUEST_EXTRA_MODULES:-}"
 # Only for sf.root= (a read-only ext4 root disk under a tmpfs overlay).
 # crc32c_generic: ext4/jbd2 get crc32c from the crypto API (a request_module
 # the initramfs could not serve), so it is loaded up front.
@@ -154,6 +156,13 @@ KCONFIG=$WORK/kernel/boot/config-$KVER
 MODDIR=$(ls -d "$WORK"/kernel/lib/modules/"$KVER" "$WORK"/kernel/usr/lib/modules/"$KVER" 2>/dev/null | head -n1 || true)
 [ -d "$MODDIR" ] || die "no modules directory for $KVER"
 log "kernel $KVER"
+# A clone's RNG is reseeded by the kernel only with the vmgenid driver
+# (drivers/virt/vmgenid.c); without it only the agent's reseed is left.
+case "$(grep '^CONFIG_VMGENID=' "$KCONFIG" 2>/dev/null)" in
+    CONFIG_VMGENID=y) log "vmgenid driver: built in" ;;
+    CONFIG_VMGENID=m) log "vmgenid driver: module" ;;
+    *) die "$KPKG has no vmgenid driver (CONFIG_VMGENID); clones would keep their parent's RNG state until the agent reseeds it" ;;
+esac
 
 # ---------------------------------------------------------------- staging
 R=$WORK/root

@@ -1,6 +1,6 @@
 /*
  * sf-agent channel: find and open the virtio-serial port, and frame the
- * byte stream both ways (hw-sf/sf-agent-proto.h).
+ * byte stream both ways (hw-sf/sf-agent-proto.h).  Calls only log.c.
  *
  * The port is a byte stream, so a frame may arrive in pieces and several
  * frames in one read.  Frames from the host are checked like the device
@@ -19,7 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "channel.h"
+#include "log.h"
 
 int chan_find_port(const char *sys_dir, char *path, size_t size)
 {

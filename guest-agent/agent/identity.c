@@ -6,7 +6,8 @@
  * line per step into the --dry-run file, so the agent can be tested on a
  * developer's host without touching it.  The run-dir files, /etc/hostname
  * and the post-clone scripts live under --run-dir and --root, which a
- * dry run must point at a scratch directory (main.c enforces it).
+ * dry run must point at a scratch directory (main.c checks the options
+ * before anything runs).  Calls only log.c.
  *
  * Dry-run record lines:
  *   id ID generation G ticket T
@@ -31,6 +32,7 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -40,7 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "identity.h"
+#include "log.h"
 
 typedef struct IdentityOps {
     int (*rng)(void *ctx, const uint8_t *entropy, size_t len);
@@ -262,6 +265,34 @@ static int set_ipv4(int s, const char *iface, const uint8_t *ip, int prefix)
     return 0;
 }
 
+/*
+ * Start the interface afresh, if it is up: taking it down drops what its
+ * queues still hold (frames built with the parent's MAC and addresses,
+ * which a held link kept from leaving: the qdisc would send them once the
+ * link is up again; seen 2-12 ms after the release), and bringing it up
+ * remakes its link-local IPv6 address from the new MAC (the kernel does
+ * not remake it when only the MAC changes).  IPv4 addresses stay; routes
+ * through a gateway do not (the caller restores them).
+ */
+static int restart_iface(int s, const char *iface)
+{
+    struct ifreq ifr = { 0 };
+    int ret;
+
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
+        return -errno;
+    }
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        return 0;
+    }
+    ret = if_set_flags(s, iface, false);
+    if (ret < 0) {
+        return ret;
+    }
+    return if_set_flags(s, iface, true);
+}
+
 static int real_net(void *ctx, const char *iface, const uint8_t *mac,
                     const uint8_t *ip, int prefix)
 {
@@ -285,6 +316,10 @@ static int real_net(void *ctx, const char *iface, const uint8_t *mac,
     if (ip && (err = set_ipv4(s, iface, ip, prefix)) < 0) {
         agent_log("identity: setting the address of %s: %s", iface,
                   strerror(-err));
+        ret = err;
+    }
+    if ((err = restart_iface(s, iface)) < 0) {
+        agent_log("identity: restarting %s: %s", iface, strerror(-err));
         ret = err;
     }
     routes_restore(s, iface, routes, n);
@@ -475,11 +510,21 @@ static void run_scripts(const AgentConfig *cfg, FILE *rec,
     }
 }
 
+/* The address as "A.B.C.D/P", or "" when the identity has none. */
+static void identity_ip(const SfAgentIdentity *id, char ip[32])
+{
+    ip[0] = '\0';
+    if (id->prefix >= 1 && id->prefix <= 32) {
+        snprintf(ip, 32, "%u.%u.%u.%u/%u", id->ipv4[0], id->ipv4[1],
+                 id->ipv4[2], id->ipv4[3], id->prefix);
+    }
+}
+
 void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
 {
     static const uint8_t no_mac[6];
     const IdentityOps *ops = &real_ops;
-    char text[128], ip[32] = "";
+    char text[128], ip[32];
     FILE *rec = NULL;
     void *ctx = NULL;
     bool host_ok;
@@ -502,10 +547,7 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
               id->generation, (unsigned long long)id->ticket,
               rec ? " (dry run)" : "");
     host_ok = identity_hostname_ok(id->hostname, sizeof(id->hostname));
-    if (id->prefix >= 1 && id->prefix <= 32) {
-        snprintf(ip, sizeof(ip), "%u.%u.%u.%u/%u", id->ipv4[0], id->ipv4[1],
-                 id->ipv4[2], id->ipv4[3], id->prefix);
-    }
+    identity_ip(id, ip);
 
     /* 1. who we are */
     snprintf(text, sizeof(text), "%u\n", id->clone_id);
@@ -521,6 +563,8 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
     ret = ops->rng(ctx, id->entropy, sizeof(id->entropy));
     if (ret < 0) {
         agent_log("identity: reseeding the RNG: %s", strerror(-ret));
+    } else {
+        agent_log("identity: RNG reseeded with the host's entropy");
     }
 
     /* 3. wall clock */
@@ -561,8 +605,46 @@ void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id)
         agent_log("identity: ignoring bad hostname from host");
     }
 
+    if (rec) {
+        fclose(rec);
+    }
+}
+
+int identity_set_clock(const AgentConfig *cfg, int64_t realtime_ns)
+{
+    FILE *rec;
+    int ret;
+
+    if (!cfg->dry_run) {
+        return real_clock(NULL, realtime_ns);
+    }
+    rec = fopen(cfg->dry_run, "ae");
+    if (!rec) {
+        return -errno;
+    }
+    ret = dry_clock(rec, realtime_ns);
+    fclose(rec);
+    return ret;
+}
+
+void identity_run_scripts(const AgentConfig *cfg, const SfAgentIdentity *id)
+{
+    bool host_ok = identity_hostname_ok(id->hostname, sizeof(id->hostname));
+    FILE *rec = NULL;
+    char ip[32];
+
+    if (cfg->dry_run) {
+        rec = fopen(cfg->dry_run, "ae");
+        if (!rec) {
+            agent_log("identity: cannot open %s (%s), not running scripts",
+                      cfg->dry_run, strerror(errno));
+            return;
+        }
+        setvbuf(rec, NULL, _IOLBF, 0);
+    }
+    identity_ip(id, ip);
     /* 5. the guest's own steps */
-    run_scripts(cfg, rec, id, host_ok ? id->hostname : "", ip[0] ? ip : "");
+    run_scripts(cfg, rec, id, host_ok ? id->hostname : "", ip);
     if (rec) {
         fclose(rec);
     }

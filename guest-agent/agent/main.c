@@ -23,6 +23,14 @@
  * channel will never be answered here: they fail with ECANCELED, and
  * the parent's join tables are dropped (they are not this VM's clones).
  *
+ * Freezing the workload (freeze.c): the host's FREEZE frames, and a
+ * CLONE or CHECKPOINT asked for with SF_LOCAL_CLONE_FREEZE, hold the
+ * workload cgroup frozen; such a request waits here, unsent, until the
+ * workload is frozen.  The parent thaws when the fork is answered (the
+ * host's thaw, or the RESULT); a clone when its identity is in place,
+ * before its post-clone scripts run.  With SF_AGENT_IDENTITY_REPORT the
+ * host hears APPLIED at that point too, and releases the clone's link.
+ *
  * Deadlines: a client's request the host has not answered in time
  * (--request-timeout, --fork-timeout) is answered ETIMEDOUT, so no libsf
  * call hangs on a host that does not answer (plain QEMU, sfd down).
@@ -35,6 +43,13 @@
  * fork failed.  A late successful CLONE/CREATE result still counts its
  * clones for sf_join().  The agent's own requests have no deadline.
  *
+ * Files, each calling only those below it:
+ *   main.c      this relay, the options and the poll() loop (the top)
+ *   identity.c  becoming a clone
+ *   freeze.c    the workload cgroup's freezer
+ *   channel.c   the port and its framing
+ *   log.c       the log; config.h, the options the others read
+ *
  * Usage: sf-agent [options], see usage() below.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -45,7 +60,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,7 +69,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "channel.h"
+#include "config.h"
+#include "freeze.h"
+#include "identity.h"
+#include "log.h"
 #include "sf-local.h"
 
 #define MAX_CLIENTS          64
@@ -67,6 +86,7 @@
 typedef struct Client {
     int fd;         /* -1: free slot */
     uint64_t cid;   /* unique, never reused */
+    pid_t pid;      /* its process, from SO_PEERCRED (0: unknown) */
     bool busy;      /* a request is outstanding */
     bool join_wait; /* ... and it is a JOIN waiting for exits */
     SfLocalReq req;
@@ -82,8 +102,9 @@ typedef struct Pending {
     uint8_t type; /* SF_AGENT_* request type */
     uint64_t cid; /* 0: the agent's own, or the client went away */
     SfLocalReq req;
-    uint64_t order;   /* arrival, for queueing */
+    uint64_t order;   /* arrival, for queueing; also its freeze holder id */
     int64_t deadline; /* CLOCK_MONOTONIC ms; INT64_MAX: none */
+    bool freeze_wait; /* not sent until the workload is frozen */
     size_t flen;
     uint8_t frame[CHAN_FRAME_MAX];
 } Pending;
@@ -102,6 +123,8 @@ static AgentConfig cfg = {
     .root = "/",
     .iface = "eth0",
     .script_timeout = 30,
+    .cgroup_root = "/sys/fs/cgroup",
+    .workload = "sf-workload",
 };
 static const char *port_path; /* NULL: find the virtio port */
 static int port_fd_arg = -1;
@@ -118,26 +141,13 @@ static size_t outlen;
 static uint32_t host_max_pending = DEFAULT_HOST_PENDING;
 static uint32_t next_seq = 1;
 static uint64_t next_cid = 1, next_order = 1, lru_clock = 1;
-static uint32_t my_clone_id; /* this VM's id, 0 when not a clone */
+static uint32_t my_clone_id;     /* this VM's id, 0 when not a clone */
+static uint32_t host_freeze_seq; /* the host's FREEZE to answer, or 0 */
 
 static int listen_fd = -1;
 static Client clients[MAX_CLIENTS];
 static Pending pending[MAX_PENDING];
 static Ticket tickets[MAX_TICKETS];
-
-void agent_log(const char *fmt, ...)
-{
-    struct timespec ts;
-    va_list ap;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    fprintf(stderr, "sf-agent[%lld.%03ld]: ", (long long)ts.tv_sec,
-            ts.tv_nsec / 1000000);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
 
 static int64_t now_ms(void)
 {
@@ -239,7 +249,8 @@ static void pump(void)
         for (int i = 0; i < MAX_PENDING; i++) {
             Pending *q = &pending[i];
 
-            if (q->used && !q->sent && (!p || q->order < p->order)) {
+            if (q->used && !q->sent && !q->freeze_wait &&
+                (!p || q->order < p->order)) {
                 p = q;
             }
         }
@@ -263,9 +274,12 @@ static bool seq_in_use(uint32_t seq)
     return false;
 }
 
-/* Queue a request to the host; returns it, or NULL when full. */
-static Pending *request(uint8_t type, uint64_t cid, const SfLocalReq *req,
-                        const void *body, size_t len)
+/*
+ * Queue a request to the host; returns it, or NULL when full.  With
+ * freeze_wait it is not sent before the workload is frozen (on_frozen).
+ */
+static Pending *request_queue(uint8_t type, uint64_t cid, const SfLocalReq *req,
+                              const void *body, size_t len, bool freeze_wait)
 {
     Pending *p = NULL;
 
@@ -283,6 +297,7 @@ static Pending *request(uint8_t type, uint64_t cid, const SfLocalReq *req,
     p->used = true;
     p->sent = false;
     p->timed_out = false;
+    p->freeze_wait = freeze_wait;
     p->type = type;
     p->cid = cid;
     p->req = req ? *req : (SfLocalReq){ 0 };
@@ -292,6 +307,36 @@ static Pending *request(uint8_t type, uint64_t cid, const SfLocalReq *req,
     p->flen = chan_encode(p->frame, type, p->seq, body, len);
     pump();
     return p;
+}
+
+static Pending *request(uint8_t type, uint64_t cid, const SfLocalReq *req,
+                        const void *body, size_t len)
+{
+    return request_queue(type, cid, req, body, len, false);
+}
+
+/* A seq for a report: reports are not answered, it only has to be set. */
+static uint32_t next_report_seq(void)
+{
+    uint32_t seq;
+
+    do {
+        seq = next_seq++;
+    } while (seq == 0 || seq_in_use(seq));
+    return seq;
+}
+
+/* A report to the host (never answered), sent as soon as there is room. */
+static void send_report(uint8_t type, uint32_t seq, const void *body,
+                        size_t len)
+{
+    if (port_fd < 0 || outlen + SF_AGENT_HDR_LEN + len > sizeof(outbuf)) {
+        agent_log("host: no channel or no room: the %s report is lost",
+                  sf_agent_type_name(type));
+        return;
+    }
+    outlen += chan_encode(outbuf + outlen, type, seq, body, len);
+    port_flush();
 }
 
 static void send_hello(void)
@@ -335,6 +380,8 @@ static void fail_sent(int err, bool keep_forks)
             }
             client_error(c, err);
         }
+        /* Its program goes on as the parent: thaw what it froze. */
+        freeze_drop(p->order);
         if (keep_forks &&
             (p->type == SF_AGENT_CLONE || p->type == SF_AGENT_CHECKPOINT)) {
             p->timed_out = true;
@@ -564,6 +611,8 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
         return;
     }
     late = p->timed_out;
+    /* The parent's side of a frozen fork: its workload runs on. */
+    freeze_drop(p->order);
     if (r->error < 0 || r->error > 4095) {
         agent_log("host: bad error %d for seq %u", r->error, seq);
         a.error = EPROTO;
@@ -637,6 +686,116 @@ static void on_result(uint32_t seq, const SfAgentResult *r)
     client_answer(c, &a, NULL, 0);
 }
 
+/* ---- the clone's clock ---- */
+
+#define CLOCK_SYNC_MS 500 /* how long to wait for the host's CLOCK */
+
+/* Frames from the host that came while clock_sync() waited. */
+typedef struct Deferred {
+    SfAgentHdr h;
+    uint8_t body[SF_AGENT_MAX_BODY];
+} Deferred;
+
+static Deferred deferred[8];
+static int ndeferred;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/*
+ * The identity's realtime_ns is as old as the frame's way here, which in
+ * a freshly started clone (every page fetched, every code path run for
+ * the first time) can be a large part of a second.  Ask the host for
+ * its clock now and set ours to it plus half the round trip (Cristian's
+ * algorithm); the error is at most half the round trip.  Blocks for at
+ * most CLOCK_SYNC_MS, as the identity steps block; frames that arrive
+ * meanwhile are kept in deferred[] for on_frame().  Returns the round
+ * trip in ns, or -1 (no answer: the identity's clock stays).
+ */
+static int64_t clock_sync(void)
+{
+    uint32_t seq = next_report_seq();
+    int64_t t0 = now_ns(), deadline = t0 + CLOCK_SYNC_MS * 1000000ll;
+    SfAgentTime t = { .echo = (uint64_t)t0 };
+
+    send_report(SF_AGENT_TIME, seq, &t, sizeof(t));
+    while (port_fd >= 0) {
+        uint8_t body[SF_AGENT_MAX_BODY];
+        struct pollfd pfd = { .fd = port_fd, .events = POLLIN };
+        SfAgentHdr h;
+        int64_t left;
+        ssize_t n;
+
+        while (chan_next_frame(&reader, &h, body)) {
+            if (h.seq == seq && h.type == SF_AGENT_CLOCK) {
+                SfAgentClock c;
+                int64_t t1 = now_ns(), rtt = t1 - t0;
+
+                memcpy(&c, body, sizeof(c));
+                if (c.echo != (uint64_t)t0 || c.realtime_ns <= 0) {
+                    agent_log("host: bad CLOCK answer ignored");
+                    return -1;
+                }
+                if (identity_set_clock(&cfg, c.realtime_ns + rtt / 2 +
+                                                 (now_ns() - t1)) < 0) {
+                    return -1;
+                }
+                return rtt;
+            }
+            if (h.seq == seq && h.type == SF_AGENT_RESULT) {
+                return -1; /* refused (rate limited) */
+            }
+            if (ndeferred == (int)(sizeof(deferred) / sizeof(deferred[0]))) {
+                agent_log("host: %s frame dropped while setting the clock",
+                          sf_agent_type_name(h.type));
+                continue;
+            }
+            deferred[ndeferred].h = h;
+            memcpy(deferred[ndeferred++].body, body, h.length);
+        }
+        left = (deadline - now_ns()) / 1000000;
+        if (left <= 0) {
+            return -1;
+        }
+        port_flush();
+        if (outlen) {
+            pfd.events |= POLLOUT;
+        }
+        if (poll(&pfd, 1, (int)left) <= 0) {
+            continue;
+        }
+        n = read(port_fd, reader.buf + reader.len,
+                 sizeof(reader.buf) - reader.len);
+        if (n > 0) {
+            reader.len += n;
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            return -1; /* the next port_read() sees it and closes */
+        }
+    }
+    return -1;
+}
+
+static void on_frame(const SfAgentHdr *h, const uint8_t *body);
+
+/* The frames clock_sync() kept, in the order they came. */
+static void deferred_dispatch(void)
+{
+    Deferred d[sizeof(deferred) / sizeof(deferred[0])];
+    int n = ndeferred;
+
+    memcpy(d, deferred, n * sizeof(d[0]));
+    ndeferred = 0;
+    for (int i = 0; i < n; i++) {
+        on_frame(&d[i].h, d[i].body);
+    }
+    explicit_bzero(d, sizeof(d));
+}
+
 static void on_identity(uint32_t seq, const SfAgentIdentity *id)
 {
     Pending *p = NULL;
@@ -673,6 +832,31 @@ static void on_identity(uint32_t seq, const SfAgentIdentity *id)
     identity_apply(&cfg, id);
     my_clone_id = id->clone_id;
     snprintf(buf, sizeof(buf), "%u", id->clone_id);
+    if (id->flags & SF_AGENT_IDENTITY_TIME) {
+        int64_t rtt = clock_sync();
+
+        if (rtt >= 0) {
+            agent_log("identity: clock set from the host's, within %lld us "
+                      "(half the round trip)",
+                      (long long)(rtt / 2000));
+        } else {
+            agent_log("identity: no fresh host clock; the identity's stays");
+        }
+    }
+    if (id->flags & SF_AGENT_IDENTITY_REPORT) {
+        SfAgentApplied ap = { .clone_id = id->clone_id,
+                              .generation = id->generation };
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ap.realtime_ns = ts.tv_sec * 1000000000ll + ts.tv_nsec;
+
+        /* The host may be holding this clone's link down until now. */
+        send_report(SF_AGENT_APPLIED, next_report_seq(), &ap, sizeof(ap));
+    }
+    /* A workload frozen across the fork resumes only now (freeze.c). */
+    freeze_drop_all();
+    identity_run_scripts(&cfg, id);
 
     fail_sent(ECANCELED, false);
     for (int i = 0; i < MAX_CLIENTS; i++) {
@@ -695,6 +879,120 @@ static void on_identity(uint32_t seq, const SfAgentIdentity *id)
         send_lost();
     }
     pump();
+    deferred_dispatch();
+}
+
+/* ---- freezing the workload ---- */
+
+static void report_freeze(uint32_t seq, int err)
+{
+    SfAgentFreezeState st = { .error = err,
+                              .frozen = freeze_frozen(),
+                              .tasks = freeze_tasks() };
+
+    if (!st.frozen && !err) {
+        st.frozen_us = freeze_last_us();
+    }
+    send_report(SF_AGENT_FREEZE_STATE, seq, &st, sizeof(st));
+}
+
+static void client_freeze_failed(Client *c, int err)
+{
+    SfLocalAnswer a = { .error = err, .kind = SF_LOCAL_KIND_FREEZE };
+
+    client_answer(c, &a, NULL, 0);
+}
+
+/*
+ * FreezeDone: the workload is frozen (err 0), or could not be frozen and
+ * nothing is (err > 0).  Requests waiting for it go out, or fail; the
+ * host hears about its FREEZE.
+ */
+static void on_frozen(void *opaque, int err)
+{
+    for (int i = 0; i < MAX_PENDING; i++) {
+        Pending *p = &pending[i];
+        Client *c;
+
+        if (!p->used || !p->freeze_wait) {
+            continue;
+        }
+        if (!err) {
+            p->freeze_wait = false;
+            continue;
+        }
+        c = client_by_cid(p->cid);
+        if (c) {
+            client_freeze_failed(c, err);
+        }
+        p->used = false;
+    }
+    if (host_freeze_seq) {
+        report_freeze(host_freeze_seq, err);
+        host_freeze_seq = 0;
+    }
+    pump();
+}
+
+/* FREEZE from the host: freeze (until a thaw or the timeout), or thaw. */
+static void on_freeze(uint32_t seq, const SfAgentFreeze *f)
+{
+    int err;
+
+    if (!f->freeze) {
+        /* A thaw also supersedes a freeze still settling. */
+        host_freeze_seq = 0;
+        freeze_drop(FREEZE_HOLDER_HOST);
+        report_freeze(seq, 0);
+        return;
+    }
+    if (f->timeout_ms < 1 || f->timeout_ms > 600000) {
+        report_freeze(seq, EINVAL);
+        return;
+    }
+    host_freeze_seq = seq;
+    err = freeze_hold(FREEZE_HOLDER_HOST, now_ms() + f->timeout_ms);
+    if (err < 0) {
+        host_freeze_seq = 0;
+        report_freeze(seq, -err);
+    }
+    /* Otherwise on_frozen() reports, maybe already done. */
+}
+
+/*
+ * A program may only freeze the workload it is part of: its cgroup
+ * (/proc/PID/cgroup, v2 line "0::PATH") must be the workload cgroup or
+ * below it.  0 or a positive errno.  Not checked in a dry run, whose
+ * clients are the test's own processes.
+ */
+static int client_may_freeze(const Client *c)
+{
+    char path[64], line[PATH_MAX + 8], want[PATH_MAX];
+    size_t wl;
+    int err = EPERM;
+    FILE *f;
+
+    if (cfg.dry_run) {
+        return 0;
+    }
+    if (!c->pid) {
+        return EPERM;
+    }
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)c->pid);
+    snprintf(want, sizeof(want), "0::/%s", cfg.workload);
+    wl = strlen(want);
+    f = fopen(path, "re");
+    if (!f) {
+        return EPERM;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!strncmp(line, want, wl) && (line[wl] == '\0' || line[wl] == '/')) {
+            err = 0;
+        }
+    }
+    fclose(f);
+    return err;
 }
 
 static void on_frame(const SfAgentHdr *h, const uint8_t *body)
@@ -733,6 +1031,13 @@ static void on_frame(const SfAgentHdr *h, const uint8_t *body)
         memcpy(&id, body, sizeof(id));
         on_identity(h->seq, &id);
         explicit_bzero(&id, sizeof(id)); /* the clone's entropy */
+        break;
+    }
+    case SF_AGENT_FREEZE: {
+        SfAgentFreeze f;
+
+        memcpy(&f, body, sizeof(f));
+        on_freeze(h->seq, &f);
         break;
     }
     case SF_AGENT_EXITED: {
@@ -807,6 +1112,7 @@ static void request_timed_out(Pending *p)
         }
         client_answer(c, &a, NULL, 0);
     }
+    freeze_drop(p->order);
     if (p->sent) {
         /* The host still holds it: keep its seq for a late answer. */
         p->timed_out = true;
@@ -865,6 +1171,9 @@ static void client_request(Client *c, const SfLocalReq *r)
     uint8_t type;
     size_t len;
     Ticket *t;
+    bool freeze = false;
+    Pending *p;
+    int err;
 
     if (c->busy) {
         bool join_wait = c->join_wait;
@@ -907,6 +1216,8 @@ static void client_request(Client *c, const SfLocalReq *r)
         b.ref.ticket = r->ticket;
         type = r->op == SF_LOCAL_OP_CLONE ? SF_AGENT_CLONE : SF_AGENT_KILL;
         len = sizeof(b.ref);
+        freeze =
+            r->op == SF_LOCAL_OP_CLONE && (r->flags & SF_LOCAL_CLONE_FREEZE);
         break;
     case SF_LOCAL_OP_EXIT:
         if (r->how != SF_AGENT_HOW_EXITED && r->how != SF_AGENT_HOW_SIGNALED) {
@@ -925,6 +1236,7 @@ static void client_request(Client *c, const SfLocalReq *r)
     case SF_LOCAL_OP_CHECKPOINT:
         type = SF_AGENT_CHECKPOINT;
         len = 0;
+        freeze = r->flags & SF_LOCAL_CLONE_FREEZE;
         break;
     case SF_LOCAL_OP_CREATE:
         if (!r->ticket || r->ticket > INT64_MAX || !r->checkpoint ||
@@ -953,11 +1265,22 @@ static void client_request(Client *c, const SfLocalReq *r)
         client_error(c, EINVAL);
         return;
     }
-    if (!request(type, c->cid, r, &b, len)) {
+    if (freeze && (err = client_may_freeze(c))) {
+        client_freeze_failed(c, err);
+        return;
+    }
+    p = request_queue(type, c->cid, r, &b, len, freeze);
+    if (!p) {
         if (type == SF_AGENT_EXIT) {
             c->exit_sent = false;
         }
         client_error(c, EBUSY);
+        return;
+    }
+    /* Sent once the workload is frozen: on_frozen(), maybe right here. */
+    if (freeze && (err = freeze_hold(p->order, p->deadline)) < 0) {
+        p->used = false;
+        client_freeze_failed(c, -err);
     }
 }
 
@@ -1008,7 +1331,12 @@ static void client_accept(void)
     }
     for (int i = 0; i < MAX_CLIENTS; i++) {
         if (clients[i].fd < 0) {
-            clients[i] = (Client){ .fd = fd, .cid = next_cid++ };
+            struct ucred cred = { 0 };
+            socklen_t clen = sizeof(cred);
+
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+            clients[i] =
+                (Client){ .fd = fd, .cid = next_cid++, .pid = cred.pid };
             return;
         }
     }
@@ -1044,29 +1372,34 @@ static int listen_open(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sf-agent [options]\n"
-            "  --port PATH         channel: a char device or a Unix socket\n"
-            "                      (default: the virtio port named %s)\n"
-            "  --port-fd N         channel: an inherited fd (tests)\n"
-            "  --run-dir DIR       default %s\n"
-            "  --socket PATH       default RUN-DIR/%s\n"
-            "  --root DIR          prefix for /etc (default /)\n"
-            "  --iface NAME        default eth0\n"
-            "  --script-timeout S  per post-clone script (default 30)\n"
-            "  --request-timeout S fail a ticket, kill, exit or create\n"
-            "                      request with ETIMEDOUT when the host has\n"
-            "                      not answered it in S seconds (default 30;\n"
-            "                      fractions allowed)\n"
-            "  --fork-timeout S    the same for clone and checkpoint, which\n"
-            "                      take longer (default 4 x request-timeout,\n"
-            "                      so 120); sf_join has no deadline\n"
-            "  --dry-run FILE      record the identity steps in FILE instead\n"
-            "                      of applying them; needs --run-dir and a\n"
-            "                      --root other than /\n"
-            "A channel other than a character device needs --dry-run, so a\n"
-            "test never changes the machine it runs on.\n",
-            SF_AGENT_PORT_NAME, SF_LOCAL_RUN_DIR, SF_LOCAL_SOCK_NAME);
+    fprintf(
+        f,
+        "usage: sf-agent [options]\n"
+        "  --port PATH         channel: a char device or a Unix socket\n"
+        "                      (default: the virtio port named %s)\n"
+        "  --port-fd N         channel: an inherited fd (tests)\n"
+        "  --run-dir DIR       default %s\n"
+        "  --socket PATH       default RUN-DIR/%s\n"
+        "  --root DIR          prefix for /etc (default /)\n"
+        "  --iface NAME        default eth0\n"
+        "  --script-timeout S  per post-clone script (default 30)\n"
+        "  --request-timeout S fail a ticket, kill, exit or create\n"
+        "                      request with ETIMEDOUT when the host has\n"
+        "                      not answered it in S seconds (default 30;\n"
+        "                      fractions allowed)\n"
+        "  --fork-timeout S    the same for clone and checkpoint, which\n"
+        "                      take longer (default 4 x request-timeout,\n"
+        "                      so 120); sf_join has no deadline\n"
+        "  --cgroup-root DIR   the cgroup v2 mount (default /sys/fs/cgroup)\n"
+        "  --workload NAME     the cgroup under it that freezing the\n"
+        "                      workload freezes (default sf-workload;\n"
+        "                      created at start)\n"
+        "  --dry-run FILE      record the identity steps and freezes in\n"
+        "                      FILE instead of applying them; needs\n"
+        "                      --run-dir and a --root other than /\n"
+        "A channel other than a character device needs --dry-run, so a\n"
+        "test never changes the machine it runs on.\n",
+        SF_AGENT_PORT_NAME, SF_LOCAL_RUN_DIR, SF_LOCAL_SOCK_NAME);
 }
 
 /* Seconds (> 0, fractions allowed) to ms; -1 when not valid. */
@@ -1111,6 +1444,8 @@ int main(int argc, char **argv)
         { "dry-run", required_argument, NULL, 'n' },
         { "request-timeout", required_argument, NULL, 'T' },
         { "fork-timeout", required_argument, NULL, 'F' },
+        { "cgroup-root", required_argument, NULL, 'C' },
+        { "workload", required_argument, NULL, 'W' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -1148,6 +1483,12 @@ int main(int argc, char **argv)
         case 'T':
             request_timeout = parse_seconds(optarg);
             break;
+        case 'C':
+            cfg.cgroup_root = optarg;
+            break;
+        case 'W':
+            cfg.workload = optarg;
+            break;
         case 'F':
             fork_timeout = parse_seconds(optarg);
             if (fork_timeout < 0) {
@@ -1166,7 +1507,8 @@ int main(int argc, char **argv)
         fork_timeout = 4 * request_timeout;
     }
     if (optind < argc || cfg.script_timeout < 1 || port_fd_arg < -1 ||
-        request_timeout <= 0 || fork_timeout <= 0) {
+        request_timeout <= 0 || fork_timeout <= 0 ||
+        !identity_hostname_ok(cfg.workload, 64) || cfg.workload[0] == '.') {
         usage(stderr);
         return 2;
     }
@@ -1205,15 +1547,21 @@ int main(int argc, char **argv)
     agent_log("listening on %s%s%s", sock_path, my_clone_id ? ", clone " : "",
               my_clone_id ? "(restarted)" : "");
 
+    freeze_init(&cfg, on_frozen, NULL);
+
     for (;;) {
-        struct pollfd pfd[2 + MAX_CLIENTS];
-        Client *who[2 + MAX_CLIENTS];
-        int n = 0, wait;
+        struct pollfd pfd[3 + MAX_CLIENTS];
+        Client *who[3 + MAX_CLIENTS];
+        int n = 0, wait, fwait, ffd = freeze_fd(), fidx = -1;
 
         if (port_fd < 0) {
             port_try_open();
         }
         wait = pending_expire();
+        fwait = freeze_expire();
+        if (fwait >= 0 && (wait < 0 || fwait < wait)) {
+            wait = fwait;
+        }
         if (port_fd < 0 && (wait < 0 || wait > 1000)) {
             wait = 1000;
         }
@@ -1231,6 +1579,11 @@ int main(int argc, char **argv)
                     (struct pollfd){ .fd = clients[i].fd, .events = POLLIN };
                 who[n++] = &clients[i];
             }
+        }
+        if (ffd >= 0) {
+            /* cgroup.events: POLLPRI when the workload's state changes. */
+            pfd[n] = (struct pollfd){ .fd = ffd, .events = POLLPRI };
+            who[fidx = n++] = NULL;
         }
         if (poll(pfd, n, wait) < 0) {
             if (errno == EINTR) {
@@ -1258,6 +1611,9 @@ int main(int argc, char **argv)
                 (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) {
                 client_read(who[i]);
             }
+        }
+        if (fidx >= 0 && (pfd[fidx].revents & (POLLPRI | POLLERR))) {
+            freeze_event();
         }
         pump();
     }

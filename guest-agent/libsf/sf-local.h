@@ -16,14 +16,14 @@
  *
  *   TICKET      n = clones wanted, flags      -> value = ticket, count = m
  *   GRANTED     ticket                        -> count = m (agent's table)
- *   CLONE       ticket                        -> parent: kind RESULT,
+ *   CLONE       ticket, flags                 -> parent: kind RESULT,
  *                                                count = clones started;
  *                                                clone: kind IDENTITY
  *   KILL        ticket                        -> count = clones ended
  *   EXIT        status, how                   -> error only (on success
  *                                                the VM is stopped and no
  *                                                answer comes)
- *   CHECKPOINT                                -> parent: value = checkpoint;
+ *   CHECKPOINT  flags                         -> parent: value = checkpoint;
  *                                                clone: kind IDENTITY
  *   CREATE      checkpoint, ticket            -> count = clones started
  *   JOIN        ticket, n = max statuses      -> answered once every clone
@@ -32,7 +32,15 @@
  *                                                sorted by clone id
  *
  * An answer with kind IDENTITY carries clone_id and generation; the agent
- * sends it only after the clone's identity steps are done.  A connection
+ * sends it only after the clone's identity steps are done.
+ *
+ * CLONE and CHECKPOINT with SF_LOCAL_CLONE_FREEZE: the agent freezes the
+ * workload cgroup before it asks the host, thaws it in the parent when
+ * the answer comes and in each clone once the identity is in place.  The
+ * caller must be in the workload cgroup.  If the freeze fails, the answer
+ * has kind FREEZE and error EPERM (caller not in the workload cgroup),
+ * ENOENT (no workload cgroup) or ETIMEDOUT (its processes did not all
+ * freeze), and nothing was asked of the host.  A connection
  * that got an IDENTITY and closes without a successful EXIT makes the
  * agent report the clone as lost (EXIT how=LOST) to the host.
  *
@@ -84,7 +92,7 @@ typedef enum SfLocalOp {
 typedef struct SfLocalReq {
     uint32_t op;       /* SfLocalOp */
     uint32_t n;        /* TICKET: clones; JOIN: max statuses */
-    uint32_t flags;    /* TICKET: flags; else 0 */
+    uint32_t flags;    /* TICKET: flags; CLONE, CHECKPOINT: SF_LOCAL_CLONE_* */
     int32_t status;    /* EXIT */
     uint32_t how;      /* EXIT: SF_AGENT_HOW_* */
     uint32_t reserved; /* 0 */
@@ -92,9 +100,12 @@ typedef struct SfLocalReq {
     uint64_t checkpoint;
 } SfLocalReq;
 
+#define SF_LOCAL_CLONE_FREEZE 0x1 /* freeze the workload around the fork */
+
 typedef enum SfLocalKind {
     SF_LOCAL_KIND_RESULT = 0,
     SF_LOCAL_KIND_IDENTITY = 1,
+    SF_LOCAL_KIND_FREEZE = 2, /* error: the workload could not be frozen */
 } SfLocalKind;
 
 /* SfLocalAnswer.count of an ETIMEDOUT answer. */

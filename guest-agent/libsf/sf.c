@@ -347,6 +347,19 @@ static int sf_simple(const char *what, const SfLocalReq *req,
         return sf_fail(-ret, "%s: cannot talk to the snowflock agent (%s/%s)",
                        what, sf_run_dir(), SF_LOCAL_SOCK_NAME);
     }
+    if (ans->error && ans->kind == SF_LOCAL_KIND_FREEZE) {
+        errno = ans->error;
+        snprintf(sf_err, sizeof(sf_err),
+                 "%s: the workload could not be frozen: %s", what,
+                 ans->error == EPERM
+                     ? "this program is not in the workload cgroup"
+                 : ans->error == ENOENT
+                     ? "the guest has no workload cgroup (cgroup v2)"
+                 : ans->error == ETIMEDOUT
+                     ? "its processes did not all freeze in time"
+                     : strerror(ans->error));
+        return -1;
+    }
     if (ans->error == ETIMEDOUT) {
         return sf_fail_timeout(what, req, ans);
     }
@@ -403,7 +416,7 @@ static int sf_fork_answer(const char *what, const SfLocalAnswer *ans)
     return 0;
 }
 
-SF_PUBLIC int sf_clone(sf_ticket_t t)
+SF_PUBLIC int sf_clone_flags(sf_ticket_t t, unsigned flags)
 {
     SfLocalReq req = { .op = SF_LOCAL_OP_CLONE, .ticket = t };
     SfLocalAnswer ans;
@@ -411,10 +424,21 @@ SF_PUBLIC int sf_clone(sf_ticket_t t)
     if (t <= 0) {
         return sf_fail(EINVAL, "sf_clone: bad ticket %lld", (long long)t);
     }
+    if (flags & ~SF_CLONE_FREEZE) {
+        return sf_fail(EINVAL, "sf_clone: unknown flags 0x%x", flags);
+    }
+    if (flags & SF_CLONE_FREEZE) {
+        req.flags = SF_LOCAL_CLONE_FREEZE;
+    }
     if (sf_simple("sf_clone", &req, &ans) < 0) {
         return -1;
     }
     return sf_fork_answer("sf_clone", &ans);
+}
+
+SF_PUBLIC int sf_clone(sf_ticket_t t)
+{
+    return sf_clone_flags(t, 0);
 }
 
 static int sf_exit_how(int how, int status)

@@ -72,6 +72,24 @@ int sf_ticket_granted(sf_ticket_t t);
  */
 int sf_clone(sf_ticket_t t);
 
+/* sf_clone_flags() flags */
+#define SF_CLONE_FREEZE 0x1u
+
+/*
+ * sf_clone_flags - sf_clone() with flags.
+ *
+ * SF_CLONE_FREEZE: freeze the workload cgroup (/sys/fs/cgroup/sf-workload,
+ * which the calling program must be in) before the fork; in the parent
+ * it is thawed when the fork is done, in each clone only once the
+ * clone's identity (RNG, clock, network) is in place, so no process of
+ * the workload runs in a clone with its parent's RNG state, clock or
+ * address.  Besides sf_clone()'s errors it returns -1 with EPERM (the
+ * caller is not in the workload cgroup), ENOENT (the guest has no
+ * workload cgroup) or ETIMEDOUT (the workload's processes did not all
+ * freeze), having asked nothing of the host.
+ */
+int sf_clone_flags(sf_ticket_t t, unsigned flags);
+
 /*
  * sf_exit - end this clone with an exit status.
  *

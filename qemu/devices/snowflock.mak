@@ -11,6 +11,10 @@ CONFIG_VIRTIO_BLK=y
 CONFIG_VIRTIO_RNG=y
 CONFIG_VIRTIO_BALLOON=y
 
+# VM Generation ID (-device vmgenid): a clone gets a new one before its
+# vCPUs run, so the guest kernel reseeds its RNG (hw-sf/sf-generation.c).
+CONFIG_ACPI_VMGENID=y
+
 # snowflock's own devices (hw-sf/).
 CONFIG_SF_DEVICES=y
 

@@ -10,7 +10,8 @@
 #include <glib.h>
 #include <string.h>
 
-#include "agent.h"
+#include "channel.h"
+#include "log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 GPtrArray *sf_fuzz_seeds(void);

@@ -28,6 +28,7 @@ DEBIAN_ROOTFS = os.path.join(BUILD, "guest-debian", "rootfs.img")
 
 sys.path.insert(0, os.path.join(BUILD, "src-qemu", "python"))
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+from qemu.qmp.protocol import ConnectError  # noqa: E402
 
 _marker = itertools.count(1)
 
@@ -50,9 +51,17 @@ def guest_cmdline(extra=""):
     microvm the kernel then marks the TSC unstable and early boot can stall
     waiting for jiffies.  Seen in 9 of 15 boots three at a time here;
     handing the kernel the rate (tsc_early_khz) took that to 0 of 15.
+
+    tsc=reliable: the only other clocksource a microvm guest has is
+    jiffies, and its watchdog compares the TSC against jiffies, which lag
+    whenever the host is busy (a TCG vCPU thread that is not scheduled
+    takes its timer interrupts late).  Seen here: with three VMs on two
+    busy cores the watchdog found a 76 ms skew over 0.5 s and switched the
+    guest to refined-jiffies, whose clocks have 4 ms steps and run slow.
+    Under TCG the guest TSC is the host's, which is stable.
     """
     khz = host_tsc_khz()
-    tsc = f" tsc_early_khz={khz}" if khz else ""
+    tsc = f" tsc_early_khz={khz} tsc=reliable" if khz else ""
     return f"console=ttyS0 quiet panic=-1{tsc} {extra}".strip()
 
 
@@ -204,7 +213,10 @@ class VM:
             try:
                 self.qmp.connect()
                 break
-            except (ConnectionRefusedError, FileNotFoundError, OSError):
+            except (ConnectError, ConnectionRefusedError, FileNotFoundError,
+                    OSError):
+                # The socket exists from QEMU's bind(), before its listen():
+                # refused (qemu.qmp wraps it in ConnectError) until then.
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -282,6 +294,37 @@ class VM:
         self.close_channels()
         self.kill()
         self.reap()
+
+
+def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None):
+    """A clone started by the test from vm-fork's clone-args (launch=false),
+    as sfd starts its clones: the parent's command line with the clone's
+    own -name, QMP and serial sockets, plus `-object sf-clone,...` with
+    obj_extra appended (",link=held").  replace: {option: new value} for
+    other options of the parent's that the clone must not share (its
+    -netdev).  Returns the VM, launched and attached."""
+    name = name or f"{parent.name}-{clone_id}"
+    vm = VM(parent.workdir, name, netdev=False)
+    own = {"-name": name,
+           "-qmp": f"unix:{vm.qmp_path},server=on,wait=off"}
+    own.update(replace or {})
+    args, it = [], iter(parent.args)
+    for a in it:
+        if a in own:
+            args += [a, own[a]]
+            next(it)
+        elif a == "-chardev":
+            v = next(it)
+            if v.startswith("socket,id=ser0,"):
+                v = f"socket,id=ser0,path={vm.serial_path},server=on,wait=off"
+            args += [a, v]
+        else:
+            args.append(a)
+    obj = [a for a in fork["clone-args"] if a.startswith("sf-clone,")][0]
+    args += ["-object", obj.replace("@CLONE_ID@", str(clone_id)) + obj_extra]
+    vm.args = args
+    vm.clone_id = clone_id
+    return vm.launch()
 
 
 class CloneVM(VM):

@@ -20,9 +20,13 @@ MAGIC = 0x47414653
 HDR = struct.Struct("<IBBHII")
 
 HELLO, TICKET, CLONE, KILL, EXIT, CHECKPOINT, CREATE = range(1, 8)
+APPLIED, FREEZE_STATE, TIME = 0x08, 0x09, 0x0a
 WELCOME, RESULT, IDENTITY, EXITED = 0x81, 0x82, 0x83, 0x84
+FREEZE, CLOCK = 0x85, 0x86
 BODY_LEN = {HELLO: 8, TICKET: 8, CLONE: 8, KILL: 8, EXIT: 8, CHECKPOINT: 0,
-            CREATE: 16, WELCOME: 8, RESULT: 16, IDENTITY: 168, EXITED: 24}
+            CREATE: 16, WELCOME: 8, RESULT: 16, IDENTITY: 168, EXITED: 24,
+            FREEZE: 8, CLOCK: 16}
+IDENTITY_REPORT, IDENTITY_TIME = 0x01, 0x02
 EINVAL, EAGAIN, EBUSY = 22, 11, 16
 MAX_PENDING = 8
 
@@ -71,13 +75,17 @@ def decode(ftype, body):
         return dict(zip(("ticket", "clone_id", "status", "how", "reserved"),
                         struct.unpack("<QIiII", body)))
     if ftype == IDENTITY:
-        (clone_id, gen, tkt, rt, mac, prefix, _r, ip, _r2, host,
+        (clone_id, gen, tkt, rt, mac, prefix, flags, ip, _r2, host,
          entropy) = struct.unpack("<IIQq6sBB4sI64s64s", body)
         return {"clone_id": clone_id, "generation": gen, "ticket": tkt,
                 "realtime_ns": rt, "mac": ":".join(f"{b:02x}" for b in mac),
                 "prefix": prefix, "ip": ".".join(str(b) for b in ip),
                 "hostname": host.rstrip(b"\0").decode(),
-                "host_raw": host, "entropy": entropy}
+                "host_raw": host, "entropy": entropy, "flags": flags}
+    if ftype == FREEZE:
+        return dict(zip(("freeze", "timeout_ms"), struct.unpack("<II", body)))
+    if ftype == CLOCK:
+        return dict(zip(("realtime_ns", "echo"), struct.unpack("<qQ", body)))
     raise AssertionError(hex(ftype))
 
 
@@ -555,3 +563,79 @@ def test_fork_clone_request_answered_in_each_vm(lab, guest):
         [(t, s, b)] = cport.recv(1)
         assert (t, s, decode(t, b)["error"]) == (RESULT, 0x7777, EBUSY)
     assert entropies[0] != entropies[1]
+
+
+def applied(seq, clone_id, generation, realtime_ns=None):
+    if realtime_ns is None:
+        realtime_ns = time.time_ns()
+    return frame(APPLIED, seq, struct.pack("<IIq", clone_id, generation,
+                                           realtime_ns))
+
+
+def freeze_state(seq, error=0, frozen=1, tasks=3, frozen_us=0):
+    return frame(FREEZE_STATE, seq,
+                 struct.pack("<iIIIQ", error, frozen, tasks, 0, frozen_us))
+
+
+def test_guest_reports_answer_only_what_the_host_sent(guest):
+    """APPLIED and FREEZE_STATE act once, for what this device sent; the
+    rest is counted and ignored.  TIME is answered by the device."""
+    vm, port = guest
+
+    # No identity was sent: an APPLIED is nobody's answer.
+    port.send(applied(0x21, 1, 1))
+    no_event(vm, "SF_AGENT_IDENTITY_APPLIED", wait=0.5)
+    assert info(vm)["reports-ignored"] == 1
+
+    # Freeze: the FREEZE frame carries the host's seq, the state echoes it.
+    with pytest.raises(sfvm.QMPError, match="timeout-ms"):
+        vm.cmd("sf-agent-freeze", **{"timeout-ms": 0})
+    vm.cmd("sf-agent-freeze", **{"timeout-ms": 4000})
+    [(t, fseq, body)] = port.recv(1)
+    assert t == FREEZE and fseq != 0
+    assert decode(t, body) == {"freeze": 1, "timeout_ms": 4000}
+    port.send(freeze_state(fseq + 1))                  # not that one
+    port.send(freeze_state(fseq, error=-5))            # not a state
+    no_event(vm, "SF_AGENT_FREEZE", wait=0.5)
+    port.send(freeze_state(fseq, tasks=3))
+    ev = vm.wait_event("SF_AGENT_FREEZE", timeout=10)["data"]
+    assert ev == {"state": "frozen", "error": 0, "tasks": 3, "frozen-us": 0}
+    port.send(freeze_state(fseq))                      # answered already
+    vm.cmd("sf-agent-thaw")
+    [(t, tseq, body)] = port.recv(1)
+    assert t == FREEZE and tseq != fseq and decode(t, body)["freeze"] == 0
+    port.send(freeze_state(tseq, frozen=0, frozen_us=1234))
+    ev = vm.wait_event("SF_AGENT_FREEZE", timeout=10)["data"]
+    assert ev == {"state": "thawed", "error": 0, "tasks": 3,
+                  "frozen-us": 1234}
+    vm.cmd("sf-agent-freeze")
+    [(t, seq, _)] = port.recv(1)
+    port.send(freeze_state(seq, error=2, frozen=0, tasks=0))   # ENOENT
+    ev = vm.wait_event("SF_AGENT_FREEZE", timeout=10)["data"]
+    assert ev["state"] == "failed" and ev["error"] == 2
+    assert info(vm)["reports-ignored"] == 4
+
+    # TIME: the device answers with its clock, echoing the guest's value.
+    port.send(frame(TIME, 0x31, struct.pack("<Q", 0xfeedface)))
+    t0 = time.time_ns()
+    [(t, seq, body)] = port.recv(1)
+    clk = decode(t, body)
+    assert (t, seq, clk["echo"]) == (CLOCK, 0x31, 0xfeedface)
+    assert abs(clk["realtime_ns"] - t0) < 30 * 10**9
+
+    # An identity: REPORT and TIME set; only its own APPLIED counts, once.
+    reply(vm, kind="identity", clone_id=3, generation=2)
+    [(t, seq, body)] = port.recv(1)
+    assert t == IDENTITY and seq == 0
+    assert decode(t, body)["flags"] == IDENTITY_REPORT | IDENTITY_TIME
+    port.send(applied(0x41, 3, 1))                     # other generation
+    no_event(vm, "SF_AGENT_IDENTITY_APPLIED", wait=0.5)
+    port.send(applied(0x42, 3, 2, realtime_ns=time.time_ns() - 10**9))
+    ev = vm.wait_event("SF_AGENT_IDENTITY_APPLIED", timeout=10)["data"]
+    assert ev["clone-id"] == 3 and ev["generation"] == 2
+    assert ev["link-released"] is False     # not a clone: nothing held
+    assert -2 * 10**6 < ev["clock-skew-us"] < -0.9 * 10**6, ev
+    port.send(applied(0x43, 3, 2))
+    no_event(vm, "SF_AGENT_IDENTITY_APPLIED", wait=0.5)
+    assert info(vm)["reports-ignored"] == 6
+    assert info(vm)["malformed"] == 0

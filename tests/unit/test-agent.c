@@ -159,12 +159,13 @@ static const char *const fast_timeouts[] = { "--request-timeout", "0.3",
  */
 static void fx_spawn(Fx *fx, const char *const *extra)
 {
-    const char *argv[32] = { agent_bin,   "--port-fd", "10",
-                             "--run-dir", fx->run,     "--root",
-                             fx->root,    "--dry-run", fx->dry,
-                             "--iface",   "eth0",      "--script-timeout",
-                             "5" };
-    int argc = 13, sv[2];
+    char *cg = g_build_filename(fx->dir, "cgroup", NULL);
+    const char *argv[32] = { agent_bin,   "--port-fd",     "10",
+                             "--run-dir", fx->run,         "--root",
+                             fx->root,    "--dry-run",     fx->dry,
+                             "--iface",   "eth0",          "--script-timeout",
+                             "5",         "--cgroup-root", cg };
+    int argc = 15, sv[2];
     char *sock = g_build_filename(fx->run, SF_LOCAL_SOCK_NAME, NULL);
 
     for (int i = 0; extra && extra[i]; i++) {
@@ -200,6 +201,7 @@ static void fx_spawn(Fx *fx, const char *const *extra)
     g_assert_cmpint(stat(sock, &st), ==, 0);
     g_assert_cmpint(st.st_mode & 0777, ==, 0666);
     g_free(sock);
+    g_free(cg);
 }
 
 static void fx_setup(Fx *fx, gconstpointer data)
@@ -260,7 +262,8 @@ typedef enum {
     C_JOIN,
     C_EXIT,
     C_CHECKPOINT,
-    C_CREATE
+    C_CREATE,
+    C_CLONE_FREEZE
 } CallOp;
 
 typedef struct Call {
@@ -301,6 +304,9 @@ static gpointer call_thread(gpointer p)
         break;
     case C_CREATE:
         c->ret = sf_create_clones(c->a, c->b);
+        break;
+    case C_CLONE_FREEZE:
+        c->ret = sf_clone_flags(c->a, SF_CLONE_FREEZE);
         break;
     }
     c->err = c->ret < 0 ? errno : 0;
@@ -1029,6 +1035,207 @@ static void test_join_agent_restart(Fx *fx, gconstpointer data)
 }
 
 /* The agent refuses to run against a fake channel without a dry run. */
+/* Wait until the dry-run log has `line` (a whole line); false after 5 s. */
+static bool dry_has(Fx *fx, const char *line)
+{
+    char *want = g_strdup_printf("%s\n", line);
+    bool found = false;
+
+    for (int i = 0; i < 500 && !found; i++) {
+        char *text = read_text(fx->dir, "dry-run.log");
+
+        found = strstr(text, want) != NULL;
+        g_free(text);
+        if (!found) {
+            g_usleep(10000);
+        }
+    }
+    g_free(want);
+    return found;
+}
+
+static SfAgentFreezeState host_freeze_state(Fx *fx, uint32_t want_seq)
+{
+    uint8_t b[SF_AGENT_MAX_BODY];
+    SfAgentFreezeState st;
+    SfAgentHdr h;
+
+    host_recv(fx, &h, b);
+    g_assert_cmphex(h.type, ==, SF_AGENT_FREEZE_STATE);
+    g_assert_cmpuint(h.seq, ==, want_seq);
+    memcpy(&st, b, sizeof(st));
+    return st;
+}
+
+/*
+ * A new host's identity (REPORT | TIME): the agent asks for the host's
+ * clock once its steps are done, sets it from the answer, reports the
+ * identity applied; a frame that comes while it waits is handled after.
+ */
+static void test_identity_report_and_clock(Fx *fx, gconstpointer data)
+{
+    SfAgentIdentity ident = make_identity(3);
+    uint8_t b[SF_AGENT_MAX_BODY];
+    SfAgentApplied ap;
+    SfAgentTime t;
+    SfAgentHdr h;
+    char *text, line[64];
+    struct timespec now;
+    SfAgentFreeze thaw = { .freeze = 0 };
+    SfAgentClock clk;
+    Call *c;
+
+    ident.flags = SF_AGENT_IDENTITY_REPORT | SF_AGENT_IDENTITY_TIME;
+    c = call_start(C_CLONE, 9, 0);
+    uint32_t seq = host_expect(fx, SF_AGENT_CLONE, NULL);
+    host_send(fx, SF_AGENT_IDENTITY, seq, &ident, sizeof(ident));
+    uint32_t tseq = host_expect(fx, SF_AGENT_TIME, &t);
+    /* Not for clock_sync(): kept, and answered after the identity. */
+    host_send(fx, SF_AGENT_FREEZE, 77, &thaw, sizeof(thaw));
+    clk =
+        (SfAgentClock){ .realtime_ns = 1800000000000000000ll, .echo = t.echo };
+    host_send(fx, SF_AGENT_CLOCK, tseq, &clk, sizeof(clk));
+    host_recv(fx, &h, b);
+    g_assert_cmphex(h.type, ==, SF_AGENT_APPLIED);
+    memcpy(&ap, b, sizeof(ap));
+    g_assert_cmpuint(ap.clone_id, ==, 3);
+    g_assert_cmpuint(ap.generation, ==, 1);
+    clock_gettime(CLOCK_REALTIME, &now); /* a dry run sets no clock */
+    g_assert_cmpint(
+        llabs(ap.realtime_ns - (now.tv_sec * 1000000000ll + now.tv_nsec)), <,
+        5000000000ll);
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, 3);
+    g_free(c);
+    SfAgentFreezeState st = host_freeze_state(fx, 77);
+    g_assert_cmpint(st.error, ==, 0);
+    g_assert_cmpuint(st.frozen, ==, 0);
+
+    /* The identity's clock, then the host's (plus half the round trip). */
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_nonnull(strstr(text, "clock 1700000000123456789\n"));
+    char *p = strstr(text, "hostname vm-3\nclock 18000000000");
+    g_assert_nonnull(p);
+    long long set;
+    g_assert_cmpint(sscanf(p, "hostname vm-3\nclock %lld", &set), ==, 1);
+    g_assert_cmpint(set, >=, clk.realtime_ns);
+    g_assert_cmpint(set, <, clk.realtime_ns + 5000000000ll);
+    snprintf(line, sizeof(line), "clock %lld\nscript ", set);
+    g_assert_nonnull(strstr(text, line)); /* before the scripts */
+    g_free(text);
+}
+
+/* A host that does not answer TIME: the identity's clock stays. */
+static void test_identity_clock_unanswered(Fx *fx, gconstpointer data)
+{
+    SfAgentIdentity ident = make_identity(4);
+    uint8_t b[SF_AGENT_MAX_BODY];
+    SfAgentHdr h;
+    char *text;
+
+    ident.flags = SF_AGENT_IDENTITY_REPORT | SF_AGENT_IDENTITY_TIME;
+    host_send(fx, SF_AGENT_IDENTITY, 0, &ident, sizeof(ident));
+    host_expect(fx, SF_AGENT_TIME, NULL);
+    host_recv(fx, &h, b); /* after CLOCK_SYNC_MS */
+    g_assert_cmphex(h.type, ==, SF_AGENT_APPLIED);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_nonnull(strstr(text, "clock 1700000000123456789\n"));
+    g_assert_null(strstr(text, "hostname vm-4\nclock"));
+    g_free(text);
+}
+
+/* An old host's identity (no flags): no TIME, no APPLIED. */
+static void test_identity_old_host(Fx *fx, gconstpointer data)
+{
+    SfAgentIdentity ident = make_identity(6);
+
+    host_send(fx, SF_AGENT_IDENTITY, 0, &ident, sizeof(ident));
+    for (int i = 0; i < 200 && sf_id() != 6; i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(sf_id(), ==, 6);
+    g_assert_true(host_quiet(fx, 300));
+}
+
+/* The host freezes and thaws the workload; bad and expired freezes. */
+static void test_freeze_host(Fx *fx, gconstpointer data)
+{
+    SfAgentFreeze f = { .freeze = 1, .timeout_ms = 5000 };
+    SfAgentFreezeState st;
+    char *text;
+
+    host_send(fx, SF_AGENT_FREEZE, 5, &f, sizeof(f));
+    st = host_freeze_state(fx, 5);
+    g_assert_cmpint(st.error, ==, 0);
+    g_assert_cmpuint(st.frozen, ==, 1);
+    g_assert_true(dry_has(fx, "freeze 1"));
+    g_usleep(20000);
+    f.freeze = 0;
+    host_send(fx, SF_AGENT_FREEZE, 6, &f, sizeof(f));
+    st = host_freeze_state(fx, 6);
+    g_assert_cmpint(st.error, ==, 0);
+    g_assert_cmpuint(st.frozen, ==, 0);
+    g_assert_cmpuint(st.frozen_us, >=, 20000);
+    g_assert_true(dry_has(fx, "freeze 0"));
+
+    /* Out of range: refused, nothing frozen. */
+    f = (SfAgentFreeze){ .freeze = 1, .timeout_ms = 0 };
+    host_send(fx, SF_AGENT_FREEZE, 7, &f, sizeof(f));
+    st = host_freeze_state(fx, 7);
+    g_assert_cmpint(st.error, ==, EINVAL);
+    g_assert_cmpuint(st.frozen, ==, 0);
+
+    /* A host that never thaws: the hold expires. */
+    f = (SfAgentFreeze){ .freeze = 1, .timeout_ms = 200 };
+    host_send(fx, SF_AGENT_FREEZE, 8, &f, sizeof(f));
+    st = host_freeze_state(fx, 8);
+    g_assert_cmpuint(st.frozen, ==, 1);
+    g_usleep(600000);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_cmpstr(text, ==, "freeze 1\nfreeze 0\nfreeze 1\nfreeze 0\n");
+    g_free(text);
+    g_assert_true(host_quiet(fx, 50));
+}
+
+/*
+ * sf_clone_flags(SF_CLONE_FREEZE): the workload is frozen before the host
+ * hears of the fork; the parent thaws with the answer, a clone once its
+ * identity is in place and before its post-clone scripts.
+ */
+static void test_freeze_local(Fx *fx, gconstpointer data)
+{
+    SfAgentIdentity ident = make_identity(2);
+    char *text;
+    Call *c;
+
+    g_assert_cmpint(sf_clone_flags(9, 0x80), ==, -1);
+    g_assert_cmpint(errno, ==, EINVAL);
+    g_assert_true(host_quiet(fx, 50));
+
+    c = call_start(C_CLONE_FREEZE, 9, 0);
+    uint32_t seq = host_expect(fx, SF_AGENT_CLONE, NULL);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_cmpstr(text, ==, "freeze 1\n");
+    g_free(text);
+    host_result(fx, seq, 0, 2, 0);
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, 0);
+    g_free(c);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_cmpstr(text, ==, "freeze 1\nfreeze 0\n");
+    g_free(text);
+
+    c = call_start(C_CLONE_FREEZE, 9, 0);
+    seq = host_expect(fx, SF_AGENT_CLONE, NULL);
+    host_send(fx, SF_AGENT_IDENTITY, seq, &ident, sizeof(ident));
+    call_finish(c);
+    g_assert_cmpint(c->ret, ==, 2);
+    g_free(c);
+    text = read_text(fx->dir, "dry-run.log");
+    g_assert_nonnull(strstr(text, "hostname vm-2\nfreeze 0\nscript "));
+    g_free(text);
+}
+
 static void test_safety_options(void)
 {
     static const char *bad[][10] = {
@@ -1039,6 +1246,8 @@ static void test_safety_options(void)
         { "--request-timeout", "0", NULL },
         { "--request-timeout", "soon", NULL },
         { "--fork-timeout", "-1", NULL },
+        { "--workload", "../etc", NULL },
+        { "--workload", "a/b", NULL },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
@@ -1090,6 +1299,11 @@ int main(int argc, char **argv)
     ADD_FAST("timeout-queued", test_timeout_queued);
     ADD_FAST("timeout-late-identity", test_timeout_late_identity);
     ADD_FAST("join-agent-restart", test_join_agent_restart);
+    ADD("identity-report-and-clock", test_identity_report_and_clock);
+    ADD("identity-clock-unanswered", test_identity_clock_unanswered);
+    ADD("identity-old-host", test_identity_old_host);
+    ADD("freeze-host", test_freeze_host);
+    ADD("freeze-local", test_freeze_local);
     g_test_add_func("/agent/safety-options", test_safety_options);
     int ret = g_test_run();
     g_rmdir(base_dir);

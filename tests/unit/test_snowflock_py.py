@@ -91,6 +91,7 @@ def host(tmp_path, host_args):
     theirs.close()
     os.environ["SF_RUN_DIR"] = str(run)
     h = FakeHost(ours)
+    h.dry_run = tmp_path / "dry-run.log"
     seq, _ = h.expect(HELLO)
     h.send(WELCOME, seq, struct.pack("<II", VERSION, 8))
     for _ in range(500):
@@ -146,6 +147,16 @@ def test_python_binding(host):
     assert statuses == [(1, snowflock.EXITED, 3), (2, snowflock.SIGNALED, 9)]
     assert statuses[1].how_name == "signaled"
     assert snowflock.id() == 0 and snowflock.generation() == 0
+
+    # freeze=True: the workload cgroup is frozen before the host hears
+    # of the fork and thawed when it has answered (a dry run records it).
+    call = in_thread(snowflock.clone, 12, True)
+    seq, body = host.expect(CLONE)
+    assert struct.unpack("<Q", body) == (12,)
+    assert host.dry_run.read_text() == "freeze 1\n"
+    host.result(seq, count=1)
+    assert finish(call) == 0
+    assert host.dry_run.read_text() == "freeze 1\nfreeze 0\n"
 
 
 @pytest.mark.parametrize("err", [errno.EDQUOT, errno.EAGAIN, errno.EBUSY])

@@ -58,6 +58,7 @@ def _libsf():
             ("sf_request_ticket", i64, [i32, ctypes.c_uint]),
             ("sf_ticket_granted", i32, [i64]),
             ("sf_clone", i32, [i64]),
+            ("sf_clone_flags", i32, [i64, ctypes.c_uint]),
             ("sf_exit", i32, [i32]),
             ("sf_exit_wait", i32, [i32]),
             ("sf_join", i32, [i64, ctypes.POINTER(_CStatus), i32]),
@@ -109,9 +110,13 @@ def request_ticket(n, flags=0):
     return Ticket(t, _check(lib.sf_ticket_granted(t)))
 
 
-def clone(ticket):
-    """Fork the VM: 0 in the parent, the clone id (1..granted) in a clone."""
-    return _check(_libsf().sf_clone(_tid(ticket)))
+def clone(ticket, freeze=False):
+    """Fork the VM: 0 in the parent, the clone id (1..granted) in a clone.
+
+    freeze=True freezes the workload cgroup (which this program must be
+    in) around the fork; a clone's workload runs only once its identity
+    (RNG, clock, network) is in place (sf_clone_flags, SF_CLONE_FREEZE)."""
+    return _check(_libsf().sf_clone_flags(_tid(ticket), 1 if freeze else 0))
 
 
 def exit(status=0):

@@ -1,34 +1,27 @@
 /*
- * sf-agent internals: the virtio-serial channel (channel.c), the clone
- * identity steps (identity.c) and the relay between libsf clients and
- * the host (main.c).
+ * sf-agent channel: the port to QEMU's sf-agent-port device.  Finds and
+ * opens the virtio-serial port and frames its byte stream both ways
+ * (hw-sf/sf-agent-proto.h).  Calls only log.h.
  *
  * The agent is plain C and libc only (no GLib): it is a static binary in
  * a minimal initramfs and in every Debian guest, started before anything
- * else, and must stay small and self-contained.
- *
- * Error style: functions return 0 / -errno and log once, where the error
- * is consumed.
+ * else, and must stay small and self-contained.  Error style: functions
+ * return 0 / -errno and log once, where the error is consumed.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
-#ifndef SF_AGENT_H
-#define SF_AGENT_H
+#ifndef SF_AGENT_CHANNEL_H
+#define SF_AGENT_CHANNEL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "sf-agent-proto.h"
 
 /* The wire format is little endian; frames are used in memory order. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "sf-agent assumes a little-endian guest");
-
-void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* ---- channel.c: the port to QEMU's sf-agent-port device ---- */
 
 #define CHAN_FRAME_MAX (SF_AGENT_HDR_LEN + SF_AGENT_MAX_BODY)
 
@@ -61,25 +54,5 @@ int chan_next_frame(ChanReader *r, SfAgentHdr *hdr, uint8_t *body);
 /* Encode a guest->host frame; returns its length. */
 size_t chan_encode(uint8_t *out, uint8_t type, uint32_t seq, const void *body,
                    size_t len);
-
-/* ---- identity.c: become a clone ---- */
-
-typedef struct AgentConfig {
-    const char *run_dir; /* /run/snowflock */
-    const char *root;    /* "/"; prefix for /etc/... */
-    const char *iface;   /* eth0 */
-    const char *dry_run; /* record identity steps here instead */
-    int script_timeout;  /* seconds per post-clone script */
-} AgentConfig;
-
-/*
- * Apply a validated identity: run-dir files, RNG, clock, MAC, IPv4,
- * hostname, post-clone scripts (docs/guest-api.md, "Identity").  Steps
- * that fail are logged and skipped; the clone is a clone all the same.
- */
-void identity_apply(const AgentConfig *cfg, const SfAgentIdentity *id);
-
-/* Hostname check: 1..63 of [A-Za-z0-9.-], NUL terminated in the field. */
-bool identity_hostname_ok(const char *name, size_t field);
 
 #endif
