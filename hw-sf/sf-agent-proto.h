@@ -86,8 +86,13 @@ typedef enum SfAgentHow {
 
 typedef struct SfAgentHello {
     uint32_t agent_version;
-    uint32_t features;            /* 0 */
+    uint32_t features;            /* SF_AGENT_FEATURE_* */
 } SfAgentHello;
+
+/* HELLO features: what this agent does beyond version 1's basics. */
+/* It answers an identity that asks (SF_AGENT_IDENTITY_REPORT) with
+ * APPLIED: a management layer may wait for that report. */
+#define SF_AGENT_FEATURE_APPLIED 0x1u
 
 typedef struct SfAgentTicketReq {
     uint32_t clones;              /* n >= 1 */

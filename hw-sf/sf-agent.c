@@ -87,6 +87,7 @@ struct SfAgentPort {
     /* Migrated */
     uint32_t next_request;
     uint32_t agent_version;
+    uint32_t agent_features; /* SF_AGENT_FEATURE_* of its last HELLO */
     SfAgentPending pending[SF_AGENT_MAX_PENDING];
     SfAgentRx rx;              /* see sf-agent-frame.h */
 
@@ -244,8 +245,9 @@ static void sf_agent_hello(SfAgentPort *s, uint32_t seq, const uint8_t *body)
     };
 
     memcpy(&h, body, sizeof(h));
-    /* features is reserved; a newer agent may set bits we ignore. */
+    /* Bits we do not know are kept and reported, not refused. */
     s->agent_version = le32_to_cpu(h.agent_version);
+    s->agent_features = le32_to_cpu(h.features);
     sf_agent_send(s, SF_AGENT_WELCOME, seq, &w, sizeof(w), NULL);
 }
 
@@ -406,6 +408,7 @@ static void sf_agent_reset(DeviceState *dev)
      */
     memset(s->pending, 0, sizeof(s->pending));
     s->agent_version = 0;
+    s->agent_features = 0;
     sf_agent_rx_reset(&s->rx);
     s->freeze_seq = 0;
 }
@@ -490,6 +493,7 @@ static const VMStateDescription vmstate_sf_agent = {
     .fields = (const VMStateField[]) {
         VMSTATE_UINT32(next_request, SfAgentPort),
         VMSTATE_UINT32(agent_version, SfAgentPort),
+        VMSTATE_UINT32(agent_features, SfAgentPort),
         VMSTATE_STRUCT_ARRAY(pending, SfAgentPort, SF_AGENT_MAX_PENDING, 1,
                              vmstate_sf_agent_pending, SfAgentPending),
         VMSTATE_UINT32(rx.len, SfAgentPort),
@@ -542,6 +546,7 @@ SfAgentInfo *qmp_query_sf_agent(Error **errp)
     info->present = true;
     info->guest_connected = VIRTIO_SERIAL_PORT(s)->guest_connected;
     info->agent_version = s->agent_version;
+    info->agent_features = s->agent_features;
     info->requests = s->requests;
     info->pending = sf_agent_npending(s);
     info->replies = s->replies;

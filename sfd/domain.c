@@ -379,9 +379,14 @@ void sfd_guest_limits_default(SfdGuestLimits *l)
 static gboolean parse_guest(Parse *p, xmlNode *n)
 {
     static const char *const names[] = {
-        "enabled",        "agent",           "requests-per-second",
-        "burst",          "max-unused-tickets", "ticket-timeout",
-        "max-checkpoints", NULL,
+        "enabled",
+        "agent",
+        "requests-per-second",
+        "burst",
+        "max-unused-tickets",
+        "ticket-timeout",
+        "max-checkpoints",
+        NULL,
     };
     static const struct {
         const char *name;

@@ -215,7 +215,7 @@ static void clone_start_hook_done(gboolean ok, const char *msg, gpointer opaque)
     ForkOp *op = co->fork;
     SfdVm *c = co->clone;
     g_autoptr(GPtrArray) argv = NULL;
-    g_autofree char *err = NULL;
+    g_autofree char *err = NULL, *props = NULL;
 
     if (!ok) {
         g_autofree char *m = g_strdup_printf("start hook: %s", msg);
@@ -223,9 +223,14 @@ static void clone_start_hook_done(gboolean ok, const char *msg, gpointer opaque)
         return;
     }
     argv = sfd_vm_argv(c, op->parent->machine);
-    /* The family decides the clone's MAC, not QEMU's default. */
-    sfd_forkdir_clone_argv(op->fd, c->qemu_clone_id, c->family ? c->mac : NULL,
-                           argv);
+    /*
+     * The family decides the clone's MAC, not QEMU's default; and its
+     * NICs stay down until it knows who it is (identity.c), so nothing
+     * leaves it under its parent's address.
+     */
+    props = g_strdup_printf("%s%s,link=held", c->family ? ",mac=" : "",
+                            c->family ? c->mac : "");
+    sfd_forkdir_clone_argv(op->fd, c->qemu_clone_id, props, argv);
     if (sfd_vm_spawn(c, argv, &err) < 0) {
         clone_done(co, err);
         return;

@@ -166,7 +166,7 @@ void sfd_forkdir_detach_clone(SfdVm *clone)
     }
 }
 
-void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *mac,
+void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *props,
                             GPtrArray *argv)
 {
     g_autofree char *id = g_strdup_printf("%d", n);
@@ -175,9 +175,9 @@ void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *mac,
         const char *at = strstr(*a, SF_CLONE_ID_PLACEHOLDER);
         if (at) {
             g_autofree char *before = g_strndup(*a, at - *a);
-            g_ptr_array_add(
-                argv, g_strconcat(before, id, at + SF_CLONE_ID_PLACEHOLDER_LEN,
-                                  mac ? ",mac=" : "", mac ?: "", NULL));
+            g_ptr_array_add(argv, g_strconcat(before, id,
+                                              at + SF_CLONE_ID_PLACEHOLDER_LEN,
+                                              props ?: "", NULL));
         } else {
             g_ptr_array_add(argv, g_strdup(*a));
         }

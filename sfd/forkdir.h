@@ -52,9 +52,9 @@ gboolean sfd_forkdir_server_alive(const SfdForkDir *fd);
  * sfd_forkdir_detach_clone(). */
 void sfd_forkdir_attach_clone(SfdForkDir *fd, SfdVm *clone);
 void sfd_forkdir_detach_clone(SfdVm *clone);
-/* Append fd's clone arguments for QEMU clone id n to argv; mac, when
- * given, is the clone's MAC (the family decides it, not QEMU). */
-void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *mac,
+/* Append fd's clone arguments for QEMU clone id n to argv, with props
+ * (",mac=...,link=held") added to the sf-clone object. */
+void sfd_forkdir_clone_argv(SfdForkDir *fd, int n, const char *props,
                             GPtrArray *argv);
 
 /* A record names a fork directory: the object for it (made when new),

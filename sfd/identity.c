@@ -18,6 +18,10 @@
  * at boot, which a clone does not redo, so the shell is told to set the
  * MAC and the address; the answer is a marker line.
  *
+ * A clone is told only once it is in place: the agent reports the
+ * identity applied (SF_AGENT_IDENTITY_APPLIED), which is also when QEMU
+ * raises the clone's held link; without a report, sfd raises it.
+ *
  * Copyright (c) 2026 snowflock developers
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -32,10 +36,14 @@
 #include "lineio.h"
 #include "qmp.h"
 #include "vm.h"
+/* SF_AGENT_FEATURE_*: what an agent's HELLO may say it does. */
+#include "sf-agent-proto.h"
 
 #define IDENTITY_RETRY_MS    250
 #define IDENTITY_REOPEN_S    10
 #define IDENTITY_BOOT_WAIT_S 120
+/* From the identity sent to the agent's report that it is in place. */
+#define IDENTITY_APPLIED_S   60
 #define SFD_SERIAL_TIMEOUT_S 90
 
 typedef struct TellOp TellOp;
@@ -52,6 +60,7 @@ struct TellOp {
     guint32 request;
     JsonObject *args;   /* the identity */
     gint64 deadline_us; /* of waiting for the agent; 0: not asked yet */
+    gint64 features;    /* the agent's, from its HELLO (query-sf-agent) */
     SerialCtx *serial;
     guint timer;
     SfdIdentityDone done;
@@ -73,6 +82,59 @@ static void tell_finish(TellOp *op, const char *err)
     g_free(op);
 }
 
+/* ---- the held link ---- */
+
+/*
+ * sfd starts every clone with link=held: its NICs stay down until its
+ * agent reports its identity applied (QEMU then raises them and the
+ * guest announces its new address).  When no report can come (a guest
+ * configured through its serial console, an agent older than the
+ * report) sfd raises the link itself and has QEMU announce the clone.
+ */
+static void link_announced(SfdQmp *q, JsonNode *ret, const char *err,
+                           gpointer opaque)
+{
+    TellOp *op = opaque;
+
+    if (err) {
+        g_warning("%s: announce-self: %s", op->c->name, err);
+    }
+    tell_finish(op, NULL);
+}
+
+static void link_raised(SfdQmp *q, JsonNode *ret, const char *err,
+                        gpointer opaque)
+{
+    TellOp *op = opaque;
+    JsonObject *a;
+
+    if (err) {
+        g_autofree char *m = g_strdup_printf("set_link: %s", err);
+        tell_finish(op, m);
+        return;
+    }
+    a = json_object_new();
+    json_object_set_int_member(a, "initial", 50);
+    json_object_set_int_member(a, "max", 550);
+    json_object_set_int_member(a, "rounds", 3);
+    json_object_set_int_member(a, "step", 100);
+    sfd_qmp_cmd(op->c->qmp, "announce-self", a, link_announced, op);
+}
+
+static void link_release(TellOp *op)
+{
+    JsonObject *a;
+
+    if (!op->c->family || !op->c->qmp || op->c->state == SFD_VM_EXITED) {
+        tell_finish(op, NULL); /* no NIC to raise */
+        return;
+    }
+    a = json_object_new();
+    json_object_set_string_member(a, "name", "net0");
+    json_object_set_boolean_member(a, "up", TRUE);
+    sfd_qmp_cmd(op->c->qmp, "set_link", a, link_raised, op);
+}
+
 /* ---- the serial console ---- */
 
 static void serial_line(SfdLineIO *io, const char *line, gsize len,
@@ -91,7 +153,15 @@ static void serial_line(SfdLineIO *io, const char *line, gsize len,
         g_warning("%s: configuring eth0 in the guest exited %d", op->c->name,
                   rc);
     }
-    tell_finish(op, NULL);
+    /* Its address is its own now: let it speak. */
+    op->serial->op = NULL;
+    sfd_lineio_close(op->serial->io); /* serial_closed frees it */
+    op->serial = NULL;
+    if (op->timer) {
+        g_source_remove(op->timer);
+        op->timer = 0;
+    }
+    link_release(op);
 }
 
 static void serial_closed(SfdLineIO *io, gpointer opaque)
@@ -191,15 +261,55 @@ static gboolean agent_retry(TellOp *op)
     return TRUE;
 }
 
+/* The agent applied the identity (or gave no sign within the time). */
+static void agent_applied(SfdVm *c, JsonObject *data, gboolean ended,
+                          gpointer opaque)
+{
+    TellOp *op = opaque;
+
+    if (ended) {
+        tell_finish(op, "the clone has ended");
+        return;
+    }
+    if (!data) {
+        /* It said it would report, and did not. */
+        g_warning("%s: its agent did not report the identity applied in "
+                  "%d s; raising its link",
+                  c->name, IDENTITY_APPLIED_S);
+        c->net_configured = c->family != NULL;
+        link_release(op);
+        return;
+    }
+    g_info("%s: identity applied (clock %+" G_GINT64_FORMAT " us)", c->name,
+           json_object_get_int_member_with_default(data, "clock-skew-us", 0));
+    c->net_configured = c->family != NULL;
+    if (!json_object_get_boolean_member_with_default(data, "link-released",
+                                                     TRUE)) {
+        link_release(op);
+        return;
+    }
+    tell_finish(op, NULL);
+}
+
 static void agent_replied(SfdQmp *q, JsonNode *ret, const char *err,
                           gpointer opaque)
 {
     TellOp *op = opaque;
 
     if (!err) {
+        /*
+         * QMP answers in order: the report, which the guest can only send
+         * after this identity reached it, comes after this reply.
+         */
         g_info("%s: identity sent", op->c->name);
-        op->c->net_configured = op->c->family != NULL;
-        tell_finish(op, NULL);
+        if (!(op->features & SF_AGENT_FEATURE_APPLIED)) {
+            /* Its agent never reports: raise the link now. */
+            op->c->net_configured = op->c->family != NULL;
+            link_release(op);
+            return;
+        }
+        sfd_vm_wait_event(op->c, "SF_AGENT_IDENTITY_APPLIED",
+                          IDENTITY_APPLIED_S * 1000, agent_applied, op);
         return;
     }
     /* QEMU consumes an answered request even when the guest could not
@@ -216,9 +326,8 @@ static void agent_replied(SfdQmp *q, JsonNode *ret, const char *err,
 static gint64 agent_wait_us(TellOp *op, JsonObject *o)
 {
     SfdDomain *d = g_hash_table_lookup(sfd->domains, op->c->domain);
-    gint64 version = o ? json_object_get_int_member_with_default(
-                             o, "agent-version", 0)
-                       : 0;
+    gint64 version =
+        o ? json_object_get_int_member_with_default(o, "agent-version", 0) : 0;
 
     if (op->request) {
         return IDENTITY_REOPEN_S * G_USEC_PER_SEC; /* its agent asked */
@@ -254,6 +363,10 @@ static void agent_info(SfdQmp *q, JsonNode *ret, const char *err,
     if (op->c->state == SFD_VM_EXITED || !op->c->qmp) {
         tell_finish(op, "the clone has ended");
         return;
+    }
+    if (o) {
+        op->features = json_object_get_int_member_with_default(
+            o, "agent-features", 0);
     }
     if (!op->deadline_us) {
         gint64 wait = connected ? IDENTITY_REOPEN_S * G_USEC_PER_SEC

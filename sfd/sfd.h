@@ -104,7 +104,8 @@ struct SfdVm {
     int pidfd;
     guint pidfd_watch;
     guint child_watch;
-    GList *exit_waiters; /* SfdVmExitWaiter, called when the VM ended */
+    GList *exit_waiters;  /* SfdVmExitWaiter, called when the VM ended */
+    GList *event_waiters; /* SfdVmEventWaiter, for one QMP event each */
 
     /* Guest requests (agent-state.c), NULL until used; freed with the
      * VM through agent_free. */

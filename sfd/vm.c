@@ -34,6 +34,14 @@ typedef struct SfdVmExitWaiter {
     gpointer opaque;
 } SfdVmExitWaiter;
 
+typedef struct SfdVmEventWaiter {
+    SfdVm *vm;
+    char *name;
+    guint timer;
+    SfdVmEventFunc fn;
+    gpointer opaque;
+} SfdVmEventWaiter;
+
 static const SfdVmObserver *observer;
 
 void sfd_vm_set_observer(const SfdVmObserver *o)
@@ -229,9 +237,11 @@ GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append)
     if (d->initrd) {
         ADD("-initrd", d->initrd);
     }
-    /* sf-agent-port: the guest agent's channel (docs/guest-api.md). */
+    /* sf-agent-port: the guest agent's channel (docs/guest-api.md);
+     * vmgenid: every clone gets a new generation ID before its first
+     * instruction, and its kernel reseeds its RNG. */
     ADD("-append", append, "-device", "virtio-serial-device", "-device",
-        "sf-agent-port");
+        "sf-agent-port", "-device", "vmgenid");
     for (guint i = 0; i < d->disks->len; i++) {
         SfdDisk *disk = d->disks->pdata[i];
         g_ptr_array_add(a, g_strdup("-drive"));
@@ -359,10 +369,64 @@ gboolean sfd_vm_watch_adopted(SfdVm *vm)
     return TRUE;
 }
 
+/* Remove w from its VM and call it (data NULL: timed out or ended). */
+static void event_waiter_fire(SfdVmEventWaiter *w, JsonObject *data,
+                              gboolean ended)
+{
+    SfdVm *vm = w->vm;
+
+    vm->event_waiters = g_list_remove(vm->event_waiters, w);
+    if (w->timer) {
+        g_source_remove(w->timer);
+    }
+    w->fn(vm, data, ended, w->opaque);
+    g_free(w->name);
+    g_free(w);
+    sfd_vm_unref(vm);
+}
+
+static gboolean event_waiter_timeout(gpointer data)
+{
+    SfdVmEventWaiter *w = data;
+
+    w->timer = 0;
+    event_waiter_fire(w, NULL, FALSE);
+    return G_SOURCE_REMOVE;
+}
+
+void sfd_vm_wait_event(SfdVm *vm, const char *name, guint timeout_ms,
+                       SfdVmEventFunc fn, gpointer opaque)
+{
+    SfdVmEventWaiter *w = g_new0(SfdVmEventWaiter, 1);
+
+    w->vm = sfd_vm_ref(vm);
+    w->name = g_strdup(name);
+    w->fn = fn;
+    w->opaque = opaque;
+    /* An ended VM's waiter times out at once: still from the loop. */
+    w->timer = g_timeout_add(vm->state == SFD_VM_EXITED ? 0 : timeout_ms,
+                             event_waiter_timeout, w);
+    vm->event_waiters = g_list_append(vm->event_waiters, w);
+}
+
 static void vm_qmp_event(SfdQmp *q, const char *name, JsonObject *data,
                          gpointer opaque)
 {
     SfdVm *vm = opaque;
+
+    /* The waiters for it, taken first: a waiter's callback may end the
+     * VM, which fires (and frees) all the others. */
+    g_autoptr(GList) hits = NULL;
+    for (GList *l = vm->event_waiters; l; l = l->next) {
+        if (!strcmp(((SfdVmEventWaiter *)l->data)->name, name)) {
+            hits = g_list_append(hits, l->data);
+        }
+    }
+    for (GList *l = hits; l; l = l->next) {
+        if (g_list_find(vm->event_waiters, l->data)) {
+            event_waiter_fire(l->data, data, FALSE);
+        }
+    }
 
     if (strcmp(name, "SF_AGENT_REQUEST")) {
         /* Guest requests are counted and logged by agent.c instead:
@@ -497,6 +561,9 @@ void sfd_vm_detach(SfdVm *vm)
     if (vm->qmp_path) {
         unlink(vm->qmp_path);
         unlink(vm->serial_path);
+    }
+    while (vm->event_waiters) {
+        event_waiter_fire(vm->event_waiters->data, NULL, TRUE);
     }
     if (g_hash_table_lookup(sfd->vms, vm->name) == vm) {
         g_hash_table_remove(sfd->vms, vm->name);

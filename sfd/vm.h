@@ -57,6 +57,16 @@ void sfd_vm_end(SfdVm *vm, int status);
  * sockets, out of sfd->vms. */
 void sfd_vm_detach(SfdVm *vm);
 
+/*
+ * Wait once for QMP event `name` from vm: fn gets its data, or NULL when
+ * timeout_ms passed first or vm ended (ended tells which).  Called from
+ * the loop, never before this returns; the observer sees the event too.
+ */
+typedef void (*SfdVmEventFunc)(SfdVm *vm, JsonObject *data, gboolean ended,
+                               gpointer opaque);
+void sfd_vm_wait_event(SfdVm *vm, const char *name, guint timeout_ms,
+                       SfdVmEventFunc fn, gpointer opaque);
+
 typedef void (*SfdVmExitFunc)(SfdVm *vm, JsonNode *exit, gpointer opaque);
 /* Call fn with sfd_vm_exit_json() (NULL when vm never ran) once vm has
  * ended and been torn down. */

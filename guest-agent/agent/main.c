@@ -341,7 +341,10 @@ static void send_report(uint8_t type, uint32_t seq, const void *body,
 
 static void send_hello(void)
 {
-    SfAgentHello h = { .agent_version = SF_AGENT_VERSION };
+    SfAgentHello h = {
+        .agent_version = SF_AGENT_VERSION,
+        .features = SF_AGENT_FEATURE_APPLIED,
+    };
 
     if (!request(SF_AGENT_HELLO, 0, NULL, &h, sizeof(h))) {
         agent_log("no room for HELLO");

@@ -373,7 +373,7 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
                          const uint8_t *body)
 {
     SfMsgHello hello;
-    SfMsgWelcome welcome;
+    SfMsgWelcome welcome = { 0 };
     uint8_t out[SF_WIRE_WELCOME_LEN];
     const char *why;
     SfPsClone *c;

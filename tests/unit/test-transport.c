@@ -698,7 +698,7 @@ static void case_bad_version(Server *s)
     Client *cl = client_new(s, 1);
 
     sf_wire_hdr_encode(hdr, SF_MSG_HELLO, SF_WIRE_HELLO_LEN, 1, FORK_ID);
-    hdr[5] = 2;
+    hdr[5] = SF_WIRE_VERSION + 1;
     send_raw(cl, hdr, sizeof(hdr));
     expect_error(cl, SF_WERR_VERSION);
     client_free(cl);
