@@ -104,6 +104,7 @@ class ForkRun:
 
     def __init__(self, lab, parent, n, freeze=False, generation=1,
                  identity_delay=0.0, settle=0.5, measure_clock=False):
+        self.lab = lab
         self.n = n
         self.freeze = freeze
         self.parent = parent
@@ -114,7 +115,7 @@ class ForkRun:
             ev = parent.wait_event("SF_AGENT_FREEZE", timeout=30)["data"]
             assert ev["state"] == "frozen" and ev["tasks"] >= 1, ev
         self.fork = parent.cmd("vm-fork", clones=n)
-        lab.pids.append(self.fork["server-pid"])
+        lab.servers.append(self.fork["server-pid"])
         self.thaw = None
         if freeze:
             parent.cmd("sf-agent-thaw")
@@ -128,40 +129,47 @@ class ForkRun:
             if freeze else 0
         self.clones = []
         for c in self.fork["launched"]:
-            lab.pids.append(c["pid"])
             clone = sfvm.CloneVM(parent, c)
             lab.vms.append(clone)
             self.clones.append(clone)
-        for c in self.clones:
-            c.attach()
-        if identity_delay:
-            time.sleep(identity_delay)
-        for c in self.clones:
-            c.cmd("sf-agent-reply", kind="identity",
-                  **{"clone-id": c.clone_id, "generation": generation,
-                     "hostname": f"{parent.name}-{c.clone_id}"})
-        self.applied = {}
-        for c in self.clones:
-            ev = c.wait_event("SF_AGENT_IDENTITY_APPLIED", timeout=60)
-            assert ev["data"]["clone-id"] == c.clone_id, ev
-            self.applied[c.name] = ev["data"]
-        # Let every VM draw a while with its identity in place.
-        time.sleep(settle)
-        for vm in [parent] + self.clones:
-            stop_loop(vm)
-        self.identity_ms = {c.name: agent_mono_ms(c, "identity: RNG reseeded")
-                            for c in self.clones}
-        self.reseeded = {c.name: get(c.serial, "dmesg | grep -c "
-                                     "'crng reseeded due to virtual "
-                                     "machine fork' || true")
-                         for c in self.clones}
-        self.guids = [vm.cmd("query-vm-generation-id")["guid"]
-                      for vm in [parent] + self.clones]
-        logs = {vm.name: read_log(vm, max(1, start - 2))
-                for vm in [parent] + self.clones}
-        self.cmp = randlog.Comparison(logs, parent.name)
-        if measure_clock:
-            self.clock = {c.name: self._clock(c.name) for c in self.clones}
+        try:
+            for c in self.clones:
+                c.attach()
+            if identity_delay:
+                time.sleep(identity_delay)
+            for c in self.clones:
+                c.cmd("sf-agent-reply", kind="identity",
+                      **{"clone-id": c.clone_id, "generation": generation,
+                         "hostname": f"{parent.name}-{c.clone_id}"})
+            self.applied = {}
+            for c in self.clones:
+                ev = c.wait_event("SF_AGENT_IDENTITY_APPLIED", timeout=60)
+                assert ev["data"]["clone-id"] == c.clone_id, ev
+                self.applied[c.name] = ev["data"]
+            # Let every VM draw a while with its identity in place.
+            time.sleep(settle)
+            for vm in [parent] + self.clones:
+                stop_loop(vm)
+            self.identity_ms = {
+                c.name: agent_mono_ms(c, "identity: RNG reseeded")
+                for c in self.clones}
+            self.reseeded = {c.name: get(c.serial, "dmesg | grep -c "
+                                         "'crng reseeded due to virtual "
+                                         "machine fork' || true")
+                             for c in self.clones}
+            self.guids = [vm.cmd("query-vm-generation-id")["guid"]
+                          for vm in [parent] + self.clones]
+            logs = {vm.name: read_log(vm, max(1, start - 2))
+                    for vm in [parent] + self.clones}
+            self.cmp = randlog.Comparison(logs, parent.name)
+            if measure_clock:
+                self.clock = {c.name: self._clock(c.name)
+                              for c in self.clones}
+        except BaseException:
+            # Its clones go now, not when the module's parent does:
+            # a failed fork must not load the machine for the next.
+            self.close()
+            raise
 
     def _clock(self, name):
         """What a clone's CLOCK_REALTIME did, from its draws: real - mono
@@ -192,8 +200,9 @@ class ForkRun:
         return out
 
     def close(self):
-        for c in self.clones:
-            c.close()
+        # SIGTERM, as sfd stops a VM: a clone that exits cleanly removes
+        # its log from the fork's directory; a SIGKILLed one keeps it.
+        self.lab.stop(self.clones)
         try:
             os.kill(self.fork["server-pid"], signal.SIGTERM)
         except ProcessLookupError:

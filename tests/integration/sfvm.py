@@ -206,7 +206,10 @@ class VM:
 
     def attach(self, timeout=30.0):
         """Connect QMP and serial of a QEMU started by us or by vm-fork."""
-        wait_for_path(self.qmp_path, timeout)
+        try:
+            wait_for_path(self.qmp_path, timeout)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; {self.name}: {self.log_tail()}")
         self.qmp = QEMUMonitorProtocol(self.qmp_path)
         deadline = time.monotonic() + timeout
         while True:
@@ -270,6 +273,14 @@ class VM:
             self.proc.send_signal(sig)
             self.proc.wait(10)
 
+    def log_tail(self, size=2000):
+        """The end of this QEMU's log, or why there is none."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "QEMU's log: " + f.read()[-size:]
+        except OSError as e:
+            return f"no log ({e})"
+
     def close_channels(self):
         for c in (self.serial, self.qmp):
             try:
@@ -320,8 +331,10 @@ def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None):
             args += [a, v]
         else:
             args.append(a)
-    obj = [a for a in fork["clone-args"] if a.startswith("sf-clone,")][0]
-    args += ["-object", obj.replace("@CLONE_ID@", str(clone_id)) + obj_extra]
+    # clone-args: the fork's secret object, then sf-clone naming it.
+    for a in fork["clone-args"]:
+        a = a.replace("@CLONE_ID@", str(clone_id))
+        args.append(a + obj_extra if a.startswith("sf-clone,") else a)
     vm.args = args
     vm.clone_id = clone_id
     return vm.launch()

@@ -169,7 +169,7 @@ def test_clones_silent_until_identity_then_own_address(lab, family):
     caps = {t: Capture(t) for t in taps}
     time.sleep(0.5)
     fork = vm.cmd("vm-fork", clones=HELD + 1, launch=False)
-    lab.pids.append(fork["server-pid"])
+    lab.servers.append(fork["server-pid"])
     clones, plan = [], {}
     for k in range(1, HELD + 2):
         held = k <= HELD

@@ -4,7 +4,8 @@ sf-randlog draws 8 bytes from the kernel RNG every millisecond in the
 guest's workload cgroup and logs each draw with CLOCK_MONOTONIC and
 CLOCK_REALTIME; the VM is forked while it runs; the test plays the
 management layer (clonerng.py) and compares the logs (randlog.py).  In
-the busybox and the Debian guest, forks of 2 and 4 clones, 10 each:
+the busybox and the Debian guest, forks of 2 and 4 clones, 5 each (tests/bench/bench_clone_rng.py
+runs more):
 
   vmgenid  each clone gets a new VM generation ID before its first
            instruction: its kernel reseeds within a bounded time, and
@@ -46,7 +47,7 @@ VMGENID_BOUND = 96
 # frame's way to the agent's clock_settime.  Measured by QEMU from the
 # agent's APPLIED report (SF_AGENT_IDENTITY_APPLIED clock-skew-us).
 CLOCK_SKEW_US = 50000
-FORKS = 10
+FORKS = 5
 
 
 @pytest.fixture(scope="module", params=["busybox", "debian"])
@@ -219,11 +220,10 @@ def test_program_freezes_its_workload_itself(busybox):
     # Asked only once the workload (sf-randlog and sfclone) is frozen.
     assert clonerng.agent_mono_ms(vm, "freeze: workload frozen (2 tasks)")
     fork = vm.cmd("vm-fork", clones=2)
-    lab.pids.append(fork["server-pid"])
+    lab.servers.append(fork["server-pid"])
     vm.cmd("sf-agent-reply", request=rid, kind="result", count=2)
     clones = []
     for c in fork["launched"]:
-        lab.pids.append(c["pid"])
         clone = clonerng.sfvm.CloneVM(vm, c)
         lab.vms.append(clone)
         clones.append(clone.attach())
@@ -236,7 +236,7 @@ def test_program_freezes_its_workload_itself(busybox):
         clonerng.stop_loop(c)
     logs = {c.name: clonerng.read_log(c, max(1, start - 2)) for c in clones}
     for c in clones:
-        c.close()
+        lab.stop([c])
         vm.cmd("sf-agent-reply", kind="clone-exited",
                **{"clone-id": c.clone_id, "ticket": 77, "how": "exited",
                   "status": 0})
