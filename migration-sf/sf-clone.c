@@ -7,16 +7,22 @@
  *
  *   qemu-system-x86_64 <parent's machine options> \
  *       -object secret,id=SID,file=DIR/secret,format=raw \
- *       -object sf-clone,id=sf-clone,descriptor=PATH,server=ENDPOINT,\
- *               secret-id=SID,clone-id=N[,prefetch=on|off][,retry-ms=MS]
+ *       -object sf-clone,id=sf-clone,[descriptor=PATH,]fork-id=HEX,\
+ *               server=ENDPOINT,secret-id=SID,clone-id=N[,prefetch=on|off]
+ *               [,multicast=on|off][,retry-ms=MS]
  *               [,mac=52:54:00:xx:xx:xx][,link=up|held]
+ *
+ * Without descriptor= the clone fetches the descriptor from its page
+ * server (a clone on another host has no copy of the parent's files);
+ * fork-id then names the fork, and with a descriptor it must match.
  *
  * The fork secret comes from a QEMU secret object (crypto/secret.c), never
  * from the command line: /proc/PID/cmdline is readable by every local
  * user, and the secret lets whoever holds it read the parent's memory.
  *
  * Sequence:
- *   1. complete(): read the secret and the descriptor and validate them;
+ *   1. complete(): read the secret and the descriptor (a file, or from the
+ *      page server) and validate them;
  *      put the VM in the INMIGRATE run state, as -incoming does, so machine
  *      reset does not write ROM images into guest RAM and vl.c does not
  *      start the vCPUs.
@@ -58,11 +64,14 @@
 #include "hw/sf/sf-generation.h"
 #include "hw/sf/sf-identity.h"
 #include "hw/sf/sf-link.h"
+#include "lib/sf-client.h"
 #include "lib/sf-descriptor.h"
 #include "lib/sf-transport.h"
 #include "trace.h"
 
 #define TYPE_SF_CLONE "sf-clone"
+/* A descriptor holds device state, not RAM: far below this. */
+#define SF_CLONE_DESC_MAX (256 * 1024 * 1024)
 OBJECT_DECLARE_SIMPLE_TYPE(SfClone, SF_CLONE)
 
 struct SfClone {
@@ -74,6 +83,7 @@ struct SfClone {
      * id are added by complete()), which it keeps for the clone's life.
      */
     char *descriptor_path;
+    char *fork_id_str;
     char *secret_id;
     char *mac_str;
     SfLazyRamConfig cfg;
@@ -417,6 +427,62 @@ static bool sf_clone_read_secret(SfClone *s, Error **errp)
     return ok;
 }
 
+/*
+ * The descriptor from its file, or from the page server (DESC_GET, the
+ * secret and fork id authenticating us).  Either way its fork id is the
+ * one we were told, and the one lazy RAM asks for pages of.
+ */
+static bool sf_clone_load_descriptor(SfClone *s, Error **errp)
+{
+    g_autoptr(GError) gerr = NULL;
+    uint64_t fork_id = 0;
+    char *end = NULL;
+
+    if (s->fork_id_str) {
+        errno = 0;
+        fork_id = g_ascii_strtoull(s->fork_id_str, &end, 16);
+        if (errno || !*s->fork_id_str || *end) {
+            error_setg(errp, "sf-clone: fork-id '%s' is not a hexadecimal "
+                       "fork id (vm-fork's \"id\", as clone-args give it)",
+                       s->fork_id_str);
+            return false;
+        }
+    }
+    if (s->descriptor_path) {
+        s->desc = sf_descriptor_read(s->descriptor_path, &gerr);
+    } else {
+        SfClientId id = { .fork_id = fork_id, .clone_id = s->cfg.clone_id };
+        g_autoptr(GBytes) bytes = NULL;
+
+        memcpy(id.secret, s->cfg.secret, sizeof(id.secret));
+        bytes = sf_client_fetch_descriptor(s->cfg.server, &id,
+                                           SF_CLONE_DESC_MAX,
+                                           MAX(s->cfg.retry_ms, 1000), &gerr);
+        memset(id.secret, 0, sizeof(id.secret));
+        if (bytes) {
+            gsize len;
+            const uint8_t *p = g_bytes_get_data(bytes, &len);
+
+            s->desc = sf_descriptor_decode(p, len, &gerr);
+        }
+        if (!s->desc) {
+            g_prefix_error(&gerr, "descriptor from %s: ", s->cfg.server);
+        }
+    }
+    if (!s->desc) {
+        error_setg(errp, "sf-clone: %s", gerr->message);
+        return false;
+    }
+    if (s->fork_id_str && s->desc->fork_id != fork_id) {
+        error_setg(errp, "sf-clone: the descriptor is of fork %016" PRIx64
+                   ", not fork-id %016" PRIx64, s->desc->fork_id, fork_id);
+        sf_descriptor_free(g_steal_pointer(&s->desc));
+        return false;
+    }
+    s->cfg.fork_id = s->desc->fork_id;
+    return true;
+}
+
 static void sf_clone_complete(UserCreatable *uc, Error **errp)
 {
     SfClone *s = SF_CLONE(uc);
@@ -432,8 +498,10 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    "(a running VM cannot become a clone)");
         return;
     }
-    if (!s->descriptor_path || !s->cfg.server || !s->secret_id) {
-        error_setg(errp, "sf-clone needs descriptor, server and secret-id");
+    if (!s->cfg.server || !s->secret_id ||
+        (!s->descriptor_path && !s->fork_id_str)) {
+        error_setg(errp, "sf-clone needs server, secret-id, and fork-id or "
+                   "descriptor (or both)");
         return;
     }
     if (s->cfg.clone_id == 0) {
@@ -458,9 +526,7 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
     if (!sf_clone_read_secret(s, errp)) {
         return;
     }
-    s->desc = sf_descriptor_read(s->descriptor_path, &gerr);
-    if (!s->desc) {
-        error_setg(errp, "sf-clone: %s", gerr->message);
+    if (!sf_clone_load_descriptor(s, errp)) {
         return;
     }
     if (s->desc->page_size != qemu_real_host_page_size()) {
@@ -468,7 +534,6 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    s->desc->page_size, qemu_real_host_page_size());
         goto fail;
     }
-    s->cfg.fork_id = s->desc->fork_id;
     spawn = g_getenv("SNOWFLOCK_SPAWN_NS");
     if (spawn) {
         s->spawn_ns = g_ascii_strtoll(spawn, NULL, 10);
@@ -506,6 +571,7 @@ static bool sf_clone_can_be_deleted(UserCreatable *uc)
     }
 
 SF_CLONE_STR_PROP(descriptor_path)
+SF_CLONE_STR_PROP(fork_id_str)
 SF_CLONE_STR_PROP(secret_id)
 SF_CLONE_STR_PROP(mac_str)
 
@@ -563,11 +629,22 @@ static void sf_clone_set_prefetch(Object *obj, bool v, Error **errp)
     SF_CLONE(obj)->cfg.prefetch = v;
 }
 
+static bool sf_clone_get_multicast(Object *obj, Error **errp)
+{
+    return SF_CLONE(obj)->cfg.multicast;
+}
+
+static void sf_clone_set_multicast(Object *obj, bool v, Error **errp)
+{
+    SF_CLONE(obj)->cfg.multicast = v;
+}
+
 static void sf_clone_init(Object *obj)
 {
     SfClone *s = SF_CLONE(obj);
 
     s->cfg.prefetch = true;
+    s->cfg.multicast = true;
     s->cfg.retry_ms = 5000;
     s->cfg.failed = sf_clone_lazy_failed;
     s->cfg.complete = sf_clone_lazy_complete;
@@ -585,7 +662,12 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                                   sf_clone_get_descriptor_path,
                                   sf_clone_set_descriptor_path);
     object_class_property_set_description(oc, "descriptor",
-        "path of the fork descriptor (CPU and device state)");
+        "path of the fork descriptor (CPU and device state); without it, "
+        "it is fetched from the page server");
+    object_class_property_add_str(oc, "fork-id", sf_clone_get_fork_id_str,
+                                  sf_clone_set_fork_id_str);
+    object_class_property_set_description(oc, "fork-id",
+        "the fork's id, hexadecimal (vm-fork's id)");
     object_class_property_add_str(oc, "server", sf_clone_get_server,
                                   sf_clone_set_server);
     object_class_property_set_description(oc, "server",
@@ -616,6 +698,11 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
                                    sf_clone_set_prefetch);
     object_class_property_set_description(oc, "prefetch",
         "push pages in the background besides demand faults");
+    object_class_property_add_bool(oc, "multicast", sf_clone_get_multicast,
+                                   sf_clone_set_multicast);
+    object_class_property_set_description(oc, "multicast",
+        "receive the fork's multicast group when it has one (off: every "
+        "answer on this clone's own connection)");
     object_class_property_add_enum(oc, "link", "SfCloneLink",
                                    &SfCloneLink_lookup, sf_clone_get_link,
                                    sf_clone_set_link);
@@ -682,5 +769,26 @@ SfCloneStatus *qmp_query_sf_clone(Error **errp)
     c->start_to_run_us = s->start_to_run_us;
     c->load_us = s->load_us;
     c->link = g_strdup(sf_link_state());
+    c->requests = st.requests;
+    c->retries = st.retries;
+    c->unicast_asks = st.unicast_asks;
+    c->unrequested_pages = st.unrequested;
+    c->rtt_us = st.rtt_us;
+    if (st.mcast) {
+        SfCloneMulticast *m = g_new0(SfCloneMulticast, 1);
+
+        m->group = g_strdup(st.mcast_group);
+        m->pages = st.mcast_pages;
+        m->datagrams = st.mcast_datagrams;
+        m->bytes = st.mcast_bytes;
+        m->redundant_pages = st.mcast_redundant;
+        m->auth_failed = st.mcast_auth_failed;
+        m->replayed = st.mcast_replayed;
+        m->rejected = st.mcast_rejected;
+        m->lost = st.mcast_lost;
+        m->loss_ppm = st.mcast_loss_ppm;
+        m->rx_kbps = st.mcast_rx_kbps;
+        c->multicast = m;
+    }
     return r;
 }

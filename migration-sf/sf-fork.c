@@ -48,9 +48,11 @@
 #include "sf-launch.h"
 #include "lib/sf-clone-args.h"
 #include "lib/sf-descriptor.h"
+#include "lib/sf-mcast.h"
 #include "lib/sf-transport.h"
 #include "trace.h"
 
+#include <arpa/inet.h>
 #include <sys/random.h>
 
 #define SF_MAX_CLONES 64
@@ -64,6 +66,8 @@ typedef struct SfForkJob {
     int idle_timeout_ms;         /* < 0 never, 0 the page server's default */
     const char *dir_arg;
     const char *listen_arg;
+    SfForkMulticast *mcast_arg;
+    SfMcastGroup mcast;          /* parsed from mcast_arg */
 
     char **own_argv;             /* when launching */
     unsigned seq;                /* this QEMU's fork number */
@@ -74,6 +78,7 @@ typedef struct SfForkJob {
     SfForkDir *dir;
     SfListener *listener;
     char *endpoint;              /* the listener's, with the real port */
+    int mcast_fd;                /* the group's sender, until the server has it */
     int log_fd;
     int stats_pipe[2];
     GArray *blocks;              /* SfBlockInfo, descriptor order */
@@ -97,6 +102,7 @@ static SfForkJob *sf_fork_job_new(void)
     SfForkJob *job = g_new0(SfForkJob, 1);
 
     job->log_fd = -1;
+    job->mcast_fd = -1;
     job->stats_pipe[0] = job->stats_pipe[1] = -1;
     job->blocks = g_array_new(false, true, sizeof(SfBlockInfo));
     job->hosts = g_ptr_array_new();
@@ -123,6 +129,9 @@ static void sf_fork_job_free(SfForkJob *job)
     }
     if (job->log_fd >= 0) {
         close(job->log_fd);
+    }
+    if (job->mcast_fd >= 0) {
+        close(job->mcast_fd);
     }
     g_array_free(job->blocks, true);
     g_ptr_array_free(job->hosts, true);
@@ -247,6 +256,37 @@ static bool sf_fork_check_launch(SfForkJob *job, Error **errp)
     return true;
 }
 
+/* A group needs a network endpoint: clones on this host's unix socket
+ * never join it. */
+static bool sf_fork_check_multicast(SfForkJob *job, Error **errp)
+{
+    SfForkMulticast *m = job->mcast_arg;
+    const char *why;
+    struct in_addr ifa;
+
+    if (!sf_mcast_parse(m->group, &job->mcast, &why)) {
+        error_setg(errp, "vm-fork: multicast group '%s': %s", m->group, why);
+        return false;
+    }
+    if (!job->listen_arg || !sf_endpoint_is_network(job->listen_arg)) {
+        error_setg(errp, "vm-fork: a multicast group needs a tcp:HOST:PORT "
+                   "listen endpoint (clones on other hosts)");
+        return false;
+    }
+    if (m->interface && inet_pton(AF_INET, m->interface, &ifa) != 1) {
+        error_setg(errp, "vm-fork: multicast interface '%s' is not an IPv4 "
+                   "address", m->interface);
+        return false;
+    }
+    job->mcast.ifaddr = m->interface ? ntohl(ifa.s_addr) : 0;
+    job->mcast.ttl = m->has_ttl ? m->ttl : 1;
+    if (job->mcast.ttl == 0) {
+        error_setg(errp, "vm-fork: multicast ttl must be 1..255");
+        return false;
+    }
+    return true;
+}
+
 static bool sf_fork_check(SfForkJob *job, Error **errp)
 {
     if (job->clones < 1 || job->clones > SF_MAX_CLONES) {
@@ -257,6 +297,9 @@ static bool sf_fork_check(SfForkJob *job, Error **errp)
     if (job->listen_arg && !sf_transport_lookup(job->listen_arg)) {
         error_setg(errp, "vm-fork: page server endpoint '%s' is not "
                    "unix:PATH or tcp:HOST:PORT", job->listen_arg);
+        return false;
+    }
+    if (job->mcast_arg && !sf_fork_check_multicast(job, errp)) {
         return false;
     }
     if (migration_is_running()) {
@@ -338,10 +381,33 @@ static bool sf_fork_prepare(SfForkJob *job, Error **errp)
     job->endpoint = g_strdup(job->listener->endpoint);
     job->dir->socket = g_strdup(job->listener->unix_path);
 
+    if (job->mcast_arg) {
+        unsigned mtu = 0;
+
+        g_clear_error(&gerr);
+        job->mcast_fd = sf_mcast_sender(&job->mcast, &mtu, &gerr);
+        if (job->mcast_fd < 0) {
+            error_setg(errp, "vm-fork: listen: %s", gerr->message);
+            return false;
+        }
+        if (!sf_mcast_frags_for_mtu(mtu)) {
+            error_setg(errp, "vm-fork: listen: the path MTU to %s is %u "
+                       "bytes, too small for a page in %u datagrams",
+                       job->mcast_arg->group, mtu, SF_WIRE_MAX_FRAGS);
+            return false;
+        }
+        ps->mcast_group = job->mcast.group;
+        ps->mcast_port = job->mcast.port;
+        ps->mcast_fd = job->mcast_fd;
+        ps->mcast_mtu = mtu;
+    }
+
     ps->max_clones = job->clones;
     ps->idle_timeout_ms = job->idle_timeout_ms;
     ps->stats_path = job->dir->stats;
     ps->log_prefix = job->log_prefix;
+    /* Handed to clones that have no copy of it (DESC_GET). */
+    ps->descriptor_path = job->dir->descriptor;
     return true;
 }
 
@@ -444,6 +510,10 @@ static bool sf_fork_freeze(SfForkJob *job, Error **errp)
     job->log_fd = -1;
     close(job->stats_pipe[1]);
     job->stats_pipe[1] = -1;
+    if (job->mcast_fd >= 0) {
+        close(job->mcast_fd);
+        job->mcast_fd = -1;
+    }
     return true;
 }
 
@@ -491,24 +561,29 @@ static bool sf_fork_write_descriptor(SfForkJob *job, Error **errp)
 /*
  * The options that make a QEMU with the parent's machine options clone
  * @clone_id (see lib/sf-clone-args.h): -object secret, -object sf-clone.
+ * Without @descriptor the clone fetches it from the page server (a clone
+ * on another host has no copy of the fork's directory); the fork id
+ * names the fork either way.
  */
 static GPtrArray *sf_fork_clone_opts(SfForkJob *job, const char *clone_id,
-                                     const char *extra)
+                                     bool descriptor, const char *extra)
 {
     GPtrArray *opts = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *secret = sf_launch_escape(job->dir->secret);
     g_autofree char *desc = sf_launch_escape(job->dir->descriptor);
     g_autofree char *server = sf_launch_escape(job->endpoint);
+    g_autofree char *desc_opt = descriptor ?
+        g_strdup_printf("descriptor=%s,", desc) : g_strdup("");
 
     g_ptr_array_add(opts, g_strdup("-object"));
     g_ptr_array_add(opts, g_strdup_printf("secret,id=%s,file=%s,format=raw",
                                           job->secret_id, secret));
     g_ptr_array_add(opts, g_strdup("-object"));
-    g_ptr_array_add(opts, g_strdup_printf("sf-clone,id=sf-clone,"
-                                          "descriptor=%s,server=%s,"
+    g_ptr_array_add(opts, g_strdup_printf("sf-clone,id=sf-clone,%s"
+                                          "fork-id=%016" PRIx64 ",server=%s,"
                                           "secret-id=%s%s,clone-id=%s",
-                                          desc, server, job->secret_id,
-                                          extra, clone_id));
+                                          desc_opt, job->ps.fork_id, server,
+                                          job->secret_id, extra, clone_id));
     return opts;
 }
 
@@ -516,8 +591,8 @@ static bool sf_fork_launch_one(SfForkJob *job, uint32_t id, Error **errp)
 {
     g_autofree char *cid = g_strdup_printf("%u", id);
     g_autoptr(GPtrArray) opts =
-        sf_fork_clone_opts(job, cid, job->prefetch ? ",prefetch=on" :
-                                                     ",prefetch=off");
+        sf_fork_clone_opts(job, cid, true, job->prefetch ? ",prefetch=on" :
+                                                           ",prefetch=off");
     g_autoptr(GPtrArray) argv = NULL;
     g_autofree char *log = sf_forkdir_clone_log(job->dir, id);
     SfCloneLaunch *cl;
@@ -566,9 +641,10 @@ static bool sf_fork_launch(SfForkJob *job, Error **errp)
 static SfForkInfo *sf_fork_answer(SfForkJob *job)
 {
     SfForkInfo *info = g_new0(SfForkInfo, 1);
-    g_autoptr(GPtrArray) opts = sf_fork_clone_opts(job,
-                                                   SF_CLONE_ID_PLACEHOLDER,
-                                                   "");
+    /* Portable over a network: no path only this host has. */
+    g_autoptr(GPtrArray) opts =
+        sf_fork_clone_opts(job, SF_CLONE_ID_PLACEHOLDER,
+                           !sf_endpoint_is_network(job->endpoint), "");
     strList **args_tail = &info->clone_args;
     struct stat st;
 
@@ -584,6 +660,10 @@ static SfForkInfo *sf_fork_answer(SfForkJob *job)
     info->save_us = job->t_saved - job->t0;
     info->freeze_us = job->t_forked - job->t_saved;
     info->pause_us = job->t_resumed - job->t0;
+    if (job->mcast_arg) {
+        info->multicast = sf_mcast_to_string(job->mcast.group,
+                                             job->mcast.port);
+    }
     for (guint i = 0; i < opts->len; i++) {
         QAPI_LIST_APPEND(args_tail, g_strdup(opts->pdata[i]));
     }
@@ -594,7 +674,7 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
                         bool launch, const char *dir, const char *listen,
                         bool has_prefetch, bool prefetch,
                         bool has_idle_timeout, int64_t idle_timeout,
-                        Error **errp)
+                        SfForkMulticast *multicast, Error **errp)
 {
     g_autoptr(SfForkJob) job = sf_fork_job_new();
     SfForkInfo *info;
@@ -611,6 +691,7 @@ SfForkInfo *qmp_vm_fork(bool has_clones, int64_t clones, bool has_launch,
     job->idle_timeout_ms = has_idle_timeout ? idle_timeout : 0;
     job->dir_arg = dir;
     job->listen_arg = listen;
+    job->mcast_arg = multicast;
 
     if (!sf_fork_check(job, errp)) {
         return NULL;

@@ -253,10 +253,38 @@ static SfServedCloneList *sf_fork_parse_served(const char *json)
         sc->pages_sent = qdict_get_try_int(c, "pages_sent", 0);
         sc->zero_pages = qdict_get_try_int(c, "zero_pages", 0);
         sc->bytes_sent = qdict_get_try_int(c, "bytes_sent", 0);
+        sc->multicast_requests = qdict_get_try_int(c, "mcast_requests", 0);
+        sc->unicast_requests = qdict_get_try_int(c, "unicast_requests", 0);
         QAPI_LIST_APPEND(tail, sc);
     }
     qobject_unref(obj);
     return head;
+}
+
+/* The group's figures from the same stats, when the fork has one. */
+static SfServedMulticast *sf_fork_parse_multicast(const char *json)
+{
+    QObject *obj = qobject_from_json(json, NULL);
+    QDict *root = qobject_to(QDict, obj);
+    QDict *m = root ? qdict_get_qdict(root, "multicast") : NULL;
+    SfServedMulticast *sm = NULL;
+
+    if (m && (qdict_get_try_bool(m, "active", false) ||
+              qdict_get_try_bool(m, "failed", false))) {
+        sm = g_new0(SfServedMulticast, 1);
+        sm->active = qdict_get_try_bool(m, "active", false);
+        sm->data_pages = qdict_get_try_int(m, "data_pages", 0);
+        sm->zero_pages = qdict_get_try_int(m, "zero_pages", 0);
+        sm->datagrams = qdict_get_try_int(m, "datagrams", 0);
+        sm->bytes = qdict_get_try_int(m, "bytes", 0);
+        sm->suppressed = qdict_get_try_int(m, "suppressed", 0);
+        sm->pacer_waits = qdict_get_try_int(m, "pacer_waits", 0);
+        sm->dropped = qdict_get_try_int(m, "dropped", 0);
+        sm->rate = qdict_get_try_int(m, "rate", 0);
+        sm->fragments = qdict_get_try_int(m, "fragments", 0);
+    }
+    qobject_unref(obj);
+    return sm;
 }
 
 SfForkStatusList *qmp_query_sf_forks(Error **errp)
@@ -280,6 +308,7 @@ SfForkStatusList *qmp_query_sf_forks(Error **errp)
         }
         if (json || rec->final_stats) {
             st->served = sf_fork_parse_served(json ?: rec->final_stats);
+            st->multicast = sf_fork_parse_multicast(json ?: rec->final_stats);
         }
         QAPI_LIST_APPEND(tail, st);
     }

@@ -41,6 +41,7 @@
 /* The child's fds: 0 /dev/null, 1-2 the log, then these. */
 #define SF_FREEZE_LISTEN_FD 3
 #define SF_FREEZE_STATS_FD  4
+#define SF_FREEZE_MCAST_FD  5
 
 static SfPageServer *sf_freeze_server;
 
@@ -81,6 +82,8 @@ static void sf_freeze_child_fds(SfFreezeArgs *a)
     int listen_fd = fcntl(a->listener->fd, F_DUPFD, 100);
     int stats_fd = fcntl(a->stats_fd, F_DUPFD, 100);
     int log_fd = fcntl(a->log_fd, F_DUPFD, 100);
+    int mcast_fd = a->server->mcast_group ?
+                   fcntl(a->server->mcast_fd, F_DUPFD, 100) : -1;
     int devnull = open("/dev/null", O_RDONLY);
 
     dup2(devnull, STDIN_FILENO);
@@ -88,7 +91,12 @@ static void sf_freeze_child_fds(SfFreezeArgs *a)
     dup2(log_fd, STDERR_FILENO);
     dup2(listen_fd, SF_FREEZE_LISTEN_FD);
     dup2(stats_fd, SF_FREEZE_STATS_FD);
-    close_range(SF_FREEZE_STATS_FD + 1, ~0U, 0);
+    if (mcast_fd >= 0) {
+        dup2(mcast_fd, SF_FREEZE_MCAST_FD);
+        a->server->mcast_fd = SF_FREEZE_MCAST_FD;
+    }
+    close_range(mcast_fd >= 0 ? SF_FREEZE_MCAST_FD + 1 : SF_FREEZE_STATS_FD + 1,
+                ~0U, 0);
     a->listener->fd = SF_FREEZE_LISTEN_FD;
 }
 

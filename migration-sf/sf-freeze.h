@@ -15,10 +15,12 @@
 /*
  * What the page server child is given, recorded before fork(): the page
  * server's configuration (vm-fork's, read in place, not copied) and the
- * resources the child takes over.
+ * resources the child takes over (the listener, and the multicast sender
+ * the configuration names).
  */
 typedef struct SfFreezeArgs {
-    const SfPageServerConfig *server;
+    /* The child renumbers the fds it keeps, the group's in here too. */
+    SfPageServerConfig *server;
     uint32_t nblocks;
     const SfBlockInfo *blocks;
     void *const *hosts;

@@ -30,6 +30,7 @@ typedef struct SfLazyRamConfig {
     uint64_t fork_id;
     uint32_t clone_id;
     bool prefetch;                       /* background push on */
+    bool multicast;                      /* join the fork's group if any */
     uint32_t retry_ms;                   /* give up on the server after */
     /*
      * Called from the fault thread, which never takes the BQL: once when
@@ -46,14 +47,32 @@ typedef struct SfLazyRamStats {
     bool failed;
     uint64_t pages_total;
     uint64_t pages_present;
-    uint64_t pages_fetched;
-    uint64_t zero_pages;
-    uint64_t pushed_pages;
-    uint64_t bytes;
+    uint64_t pages_fetched;   /* placed with data, by either way */
+    uint64_t zero_pages;      /* placed as zero */
+    uint64_t pushed_pages;    /* arrived by the background push */
+    uint64_t bytes;           /* on the connection */
     uint64_t faults;
     uint64_t reconnects;
     uint64_t fault_p50_us;
     uint64_t fault_p99_us;
+    uint64_t requests;
+    uint64_t retries;         /* requests given up on and asked again */
+    uint64_t unicast_asks;    /* asked to be answered on the connection */
+    uint64_t unrequested;     /* pages that came without being asked */
+    int64_t rtt_us;           /* smoothed request round trip (0: none) */
+    /* The fork's multicast group, when this clone receives it. */
+    bool mcast;
+    char mcast_group[32];
+    uint64_t mcast_pages;     /* placed from the group */
+    uint64_t mcast_datagrams;
+    uint64_t mcast_bytes;
+    uint64_t mcast_redundant; /* pages it sent that were here already */
+    uint64_t mcast_auth_failed;
+    uint64_t mcast_replayed;
+    uint64_t mcast_rejected;  /* not sealed for this fork, or malformed */
+    uint64_t mcast_lost;      /* datagrams of the server never seen */
+    uint32_t mcast_loss_ppm;
+    uint32_t mcast_rx_kbps;
 } SfLazyRamStats;
 
 /*

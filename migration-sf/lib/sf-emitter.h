@@ -19,14 +19,15 @@
 #include "sf-seal.h"
 
 typedef struct SfEmitterStats {
-    uint64_t data_pages;  /* pages sent with their data */
-    uint64_t zero_pages;  /* pages sent as ZERO */
+    uint64_t data_pages; /* pages sent with their data */
+    uint64_t zero_pages; /* pages sent as ZERO */
     uint64_t datagrams;
-    uint64_t bytes;       /* UDP payload bytes */
-    uint64_t suppressed;  /* pages asked for within the window */
-    uint64_t queued;      /* waiting to go now */
+    uint64_t bytes;      /* UDP payload bytes */
+    uint64_t suppressed; /* pages asked for within the window */
+    uint64_t queued;     /* waiting to go now */
     uint64_t pacer_waits;
-    double rate;          /* bytes per second the pacer allows */
+    uint64_t dropped; /* datagrams a local firewall refused */
+    double rate;      /* bytes per second the pacer allows */
     int64_t window_us;
 } SfEmitterStats;
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "sf-mcast.h"
+#include "sf-transport-int.h"
 #include "sf-transport.h"
 
 /* Socket buffers: a burst of a few MiB must not be dropped by our own
@@ -78,8 +79,8 @@ static struct sockaddr_in sin_of(uint32_t addr, uint16_t port)
 unsigned sf_mcast_frags_for_mtu(unsigned mtu)
 {
     /* IPv4 and UDP headers, our seal, wire header and FRAG fields. */
-    const unsigned over = 20 + 8 + SF_SEAL_OVERHEAD + SF_WIRE_HDR_SIZE +
-                          SF_WIRE_FRAG_LEN;
+    const unsigned over =
+        20 + 8 + SF_SEAL_OVERHEAD + SF_WIRE_HDR_SIZE + SF_WIRE_FRAG_LEN;
 
     if (mtu <= over) {
         return 0;
@@ -121,8 +122,11 @@ int sf_mcast_sender(const SfMcastGroup *g, unsigned *mtu, GError **err)
         close(fd);
         return -1;
     }
-    /* Best effort: a smaller buffer only means more waits. */
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    /* Best effort: a smaller buffer only means more waits.  FORCE
+     * passes net.core.wmem_max where we may (CAP_NET_ADMIN). */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    }
     *mtu = m;
     return fd;
 }
@@ -151,8 +155,11 @@ int sf_mcast_receiver(const SfMcastGroup *g, GError **err)
         close(fd);
         return -1;
     }
-    /* As much as the system allows (net.core.rmem_max bounds it). */
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    /* A burst must wait in the kernel while the fault thread places
+     * pages: past net.core.rmem_max where we may (CAP_NET_ADMIN). */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    }
     return fd;
 }
 
@@ -179,7 +186,13 @@ int sf_mcast_flush(int fd, SfMcastBatch *b)
         if (errno == EAGAIN || errno == ENOBUFS) {
             return 0;
         }
-        return -errno;
+        if (errno != EPERM) {
+            return -errno;
+        }
+        /* A local firewall dropped the first: to the receivers that is
+         * loss, which they recover from; the rest may pass. */
+        b->dropped++;
+        sent = 1;
     }
     if ((unsigned)sent < b->n) {
         memmove(b->buf[0], b->buf[sent], (b->n - sent) * sizeof(b->buf[0]));

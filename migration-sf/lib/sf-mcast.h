@@ -55,6 +55,7 @@ unsigned sf_mcast_frags_for_mtu(unsigned mtu);
 /* Datagrams gathered for one sendmmsg(). */
 typedef struct SfMcastBatch {
     unsigned n;
+    uint64_t dropped; /* refused by a local firewall (EPERM) */
     size_t len[SF_MCAST_BATCH];
     uint8_t buf[SF_MCAST_BATCH][SF_MCAST_MAX_DGRAM];
 } SfMcastBatch;
@@ -68,7 +69,8 @@ static inline uint8_t *sf_mcast_batch_next(SfMcastBatch *b)
 /*
  * Send the batch on fd (a connected sender): returns how many went (the
  * rest stay at the front of the batch, moved), or -errno.  A full socket
- * buffer sends fewer, not an error.
+ * buffer sends fewer, not an error; a datagram a local firewall refuses
+ * (EPERM) is dropped and counted, as the network would lose it.
  */
 int sf_mcast_flush(int fd, SfMcastBatch *b);
 

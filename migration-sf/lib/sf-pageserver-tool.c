@@ -9,6 +9,10 @@
  *
  *   sf-pageserver-tool --listen unix:/tmp/sf.sock --image ram.bin \
  *       --fork-id 7 --secret-file secret --max-clones 2
+ *   sf-pageserver-tool --listen tcp:10.99.1.1:0 --image ram.bin \
+ *       --fork-id 7 --secret-file secret --max-clones 8 \
+ *       --multicast 239.77.0.1:7000 --interface 10.99.1.1 \
+ *       --descriptor desc.bin
  *
  * The secret file holds the fork's 16 raw bytes, as vm-fork writes it: a
  * secret on the command line would be readable by every local user.
@@ -21,12 +25,14 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <arpa/inet.h>
 #include <glib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sf-mcast.h"
 #include "sf-pageserver.h"
 #include "sf-pagesrc.h"
 #include "sf-transport.h"
@@ -45,7 +51,7 @@ static void on_signal(int sig G_GNUC_UNUSED)
 int main(int argc, char **argv)
 {
     char *listen_ep = NULL, *image = NULL, *secret_file = NULL;
-    char *stats = NULL;
+    char *stats = NULL, *mcast = NULL, *ifaddr = NULL, *descriptor = NULL;
     gint64 fork_id = 1;
     gint max_clones = 1, grace_ms = 0, idle_ms = 0;
     GOptionEntry entries[] = {
@@ -65,6 +71,13 @@ int main(int argc, char **argv)
           "idle timeout (0: default, <0: never)", "MS" },
         { "stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "write JSON stats here",
           "FILE" },
+        { "multicast", 0, 0, G_OPTION_ARG_STRING, &mcast,
+          "answer on this multicast group (needs a tcp endpoint)",
+          "GROUP:PORT" },
+        { "interface", 0, 0, G_OPTION_ARG_STRING, &ifaddr,
+          "IPv4 address to send the group's datagrams from", "ADDR" },
+        { "descriptor", 0, 0, G_OPTION_ARG_FILENAME, &descriptor,
+          "file handed out with DESC_GET", "FILE" },
         { NULL }
     };
     GOptionContext *ctx;
@@ -146,6 +159,37 @@ int main(int argc, char **argv)
     cfg.idle_timeout_ms = idle_ms;
     cfg.stats_path = stats;
     cfg.log_prefix = "sf-pageserver-tool";
+    cfg.descriptor_path = descriptor;
+    if (mcast) {
+        SfMcastGroup g = { .ttl = 1 };
+        const char *why;
+        struct in_addr ia;
+        unsigned mtu = 0;
+
+        if (!sf_mcast_parse(mcast, &g, &why)) {
+            fprintf(stderr, "sf-pageserver-tool: --multicast %s: %s\n", mcast,
+                    why);
+            return 2;
+        }
+        if (ifaddr) {
+            if (inet_pton(AF_INET, ifaddr, &ia) != 1) {
+                fprintf(stderr,
+                        "sf-pageserver-tool: --interface %s is not "
+                        "an IPv4 address\n",
+                        ifaddr);
+                return 2;
+            }
+            g.ifaddr = ntohl(ia.s_addr);
+        }
+        cfg.mcast_fd = sf_mcast_sender(&g, &mtu, &err);
+        if (cfg.mcast_fd < 0) {
+            fprintf(stderr, "sf-pageserver-tool: %s\n", err->message);
+            return 1;
+        }
+        cfg.mcast_group = g.group;
+        cfg.mcast_port = g.port;
+        cfg.mcast_mtu = mtu;
+    }
     printf("LISTENING %s\n", l->endpoint);
     fflush(stdout);
 
@@ -168,5 +212,8 @@ int main(int argc, char **argv)
     g_free(image);
     g_free(secret_file);
     g_free(stats);
+    g_free(mcast);
+    g_free(ifaddr);
+    g_free(descriptor);
     return ret < 0 ? 1 : 0;
 }

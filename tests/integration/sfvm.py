@@ -186,6 +186,8 @@ class VM:
                           "-device", "virtio-net-device,id=net0,netdev=n0,"
                                      "mac=52:54:00:12:34:56"]
         self.args += list(extra_args)
+        # Run inside another network namespace (hosts.Rig.wrap(k, [])).
+        self.prefix = []
         self.proc = None
         self.pid = None
         self.qmp = None
@@ -196,7 +198,8 @@ class VM:
         self.logf = open(self.log_path, "wb")
         # GLib < 2.76 slice allocator: see sf-launch.c.
         env = dict(os.environ, G_SLICE="always-malloc")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.prefix + self.args,
+                                     stdin=subprocess.DEVNULL,
                                      env=env,
                                      stdout=self.logf,
                                      stderr=subprocess.STDOUT)
@@ -307,15 +310,18 @@ class VM:
         self.reap()
 
 
-def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None):
+def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None,
+             prefix=()):
     """A clone started by the test from vm-fork's clone-args (launch=false),
     as sfd starts its clones: the parent's command line with the clone's
     own -name, QMP and serial sockets, plus `-object sf-clone,...` with
     obj_extra appended (",link=held").  replace: {option: new value} for
     other options of the parent's that the clone must not share (its
-    -netdev).  Returns the VM, launched and attached."""
+    -netdev).  prefix: the command it runs under (another host's
+    namespace).  Returns the VM, launched and attached."""
     name = name or f"{parent.name}-{clone_id}"
     vm = VM(parent.workdir, name, netdev=False)
+    vm.prefix = list(prefix)
     own = {"-name": name,
            "-qmp": f"unix:{vm.qmp_path},server=on,wait=off"}
     own.update(replace or {})

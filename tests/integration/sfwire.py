@@ -13,10 +13,21 @@ tests use it to talk to, and to attack, the real page server.
 Everything here is deliberately permissive on the *sending* side (raw
 headers, wrong lengths, bad versions) and strict on the *receiving* side
 (a malformed reply from the server raises WireError).
+
+On a network endpoint (tcp:) every message is sealed, as sf-seal.h says:
+one record per message, AES-128-GCM under a session key derived (HKDF)
+from the fork's direction key and a random salt of the session.  The
+crypto is python3-cryptography's; Sealer/Opener mirror sf-seal.c so the
+tests can be a clone, or an attacker who has or lacks the key.
 """
 
+import os
 import socket
 import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = 0x53465047
 VERSION = 2
@@ -251,6 +262,88 @@ def decode_error(body):
     return code, text.decode("ascii")
 
 
+# Sealing (sf-seal.h)
+
+SEAL_MAGIC = 0x5346534C
+SEAL_VERSION = 1
+SEAL_HDR_SIZE = 44
+SEAL_TAG_SIZE = 16
+SEAL_OVERHEAD = SEAL_HDR_SIZE + SEAL_TAG_SIZE
+SEAL_PAGES, SEAL_REQUESTS = 0, 1
+_SEAL_HDR = struct.Struct(">IHHQ16sQI")
+
+
+def _hkdf(salt, ikm, info):
+    return HKDF(algorithm=hashes.SHA256(), length=16, salt=salt,
+                info=info.encode()).derive(ikm)
+
+
+def direction_key(secret, fork_id, direction):
+    info = ("snowflock pages v1", "snowflock requests v1")[direction]
+    return _hkdf(struct.pack(">Q", fork_id), bytes(secret), info)
+
+
+def _session(dir_key, salt):
+    return AESGCM(_hkdf(salt, dir_key, "snowflock session v1"))
+
+
+def _nonce(counter):
+    return b"\0" * 4 + struct.pack(">Q", counter)
+
+
+class Sealer:
+    """One sending session (a salt of its own, counters from 0)."""
+
+    def __init__(self, secret, fork_id, direction=SEAL_REQUESTS, salt=None):
+        self.fork_id = fork_id
+        self.direction = direction
+        self.salt = salt or os.urandom(16)
+        self.aead = _session(direction_key(secret, fork_id, direction),
+                             self.salt)
+        self.counter = 0
+
+    def seal(self, plain, counter=None):
+        c = self.counter if counter is None else counter
+        if counter is None:
+            self.counter += 1
+        hdr = _SEAL_HDR.pack(SEAL_MAGIC, SEAL_VERSION, self.direction,
+                             self.fork_id, self.salt, c, len(plain))
+        return hdr + self.aead.encrypt(_nonce(c), bytes(plain), hdr)
+
+
+class Opener:
+    """Opens what the other side sealed (any session of the fork)."""
+
+    def __init__(self, secret, fork_id, direction=SEAL_PAGES):
+        self.fork_id = fork_id
+        self.direction = direction
+        self.key = direction_key(secret, fork_id, direction)
+        self.sessions = {}
+
+    @staticmethod
+    def record_length(hdr):
+        magic, version, _, _, _, _, n = _SEAL_HDR.unpack(hdr)
+        if magic != SEAL_MAGIC or version != SEAL_VERSION:
+            raise WireError("not a sealed record (magic 0x%08x)" % magic)
+        return n
+
+    def open(self, rec):
+        hdr = rec[:SEAL_HDR_SIZE]
+        magic, version, direction, fork_id, salt, counter, n = \
+            _SEAL_HDR.unpack(hdr)
+        if (magic, version, direction, fork_id) != \
+                (SEAL_MAGIC, SEAL_VERSION, self.direction, self.fork_id) or \
+                n != len(rec) - SEAL_OVERHEAD:
+            raise WireError("sealed record of another fork or direction")
+        aead = self.sessions.get(salt) or _session(self.key, salt)
+        self.sessions[salt] = aead
+        return aead.decrypt(_nonce(counter), rec[SEAL_HDR_SIZE:], hdr)
+
+
+def is_network(endpoint):
+    return endpoint.startswith("tcp:")
+
+
 def parse_secret(hexstr):
     if len(hexstr) != 2 * SECRET_LEN:
         raise ValueError("secret must be %d hex digits" % (2 * SECRET_LEN))
@@ -279,12 +372,22 @@ def _open_socket(endpoint, timeout):
 class SfWireClient:
     """One connection to a page server, speaking as clone `clone_id`."""
 
-    def __init__(self, endpoint, fork_id, clone_id, secret, timeout=5.0):
+    def __init__(self, endpoint, fork_id, clone_id, secret, timeout=5.0,
+                 seal_key=None):
+        """On a tcp: endpoint the connection is sealed with the fork's key
+        (from seal_key, a (secret, fork_id) pair, when the test plays a
+        peer with another key than the one it claims)."""
         self.endpoint = endpoint
         self.fork_id = fork_id
         self.clone_id = clone_id
         self.secret = bytes(secret)
         self.sock = _open_socket(endpoint, timeout)
+        self.sealer = self.opener = None
+        self.plain = b""
+        if is_network(endpoint):
+            ks, kf = seal_key or (self.secret, fork_id)
+            self.sealer = Sealer(ks, kf)
+            self.opener = Opener(ks, kf)
 
     def __enter__(self):
         return self
@@ -300,6 +403,13 @@ class SfWireClient:
     # sending
 
     def send_raw(self, data):
+        """data as the peer's stream carries it: one sealed record on a
+        network endpoint (the server's framer sees data), as is on a
+        local one."""
+        self.sock.sendall(self.sealer.seal(data) if self.sealer else data)
+
+    def send_unsealed(self, data):
+        """data under any sealing: what someone without the key sends."""
         self.sock.sendall(data)
 
     def send(self, msg_type, body=b"", clone_id=None, fork_id=None):
@@ -325,7 +435,7 @@ class SfWireClient:
 
     # receiving
 
-    def _recv_exact(self, n):
+    def _sock_exact(self, n):
         buf = bytearray()
         while len(buf) < n:
             chunk = self.sock.recv(n - len(buf))
@@ -335,6 +445,23 @@ class SfWireClient:
                 raise WireError("EOF after %d of %d bytes" % (len(buf), n))
             buf += chunk
         return bytes(buf)
+
+    def _recv_exact(self, n):
+        if not self.opener:
+            return self._sock_exact(n)
+        while len(self.plain) < n:
+            hdr = self._sock_exact(SEAL_HDR_SIZE)
+            if hdr is None:
+                if not self.plain:
+                    return None
+                raise WireError("EOF inside a message")
+            rest = self._sock_exact(Opener.record_length(hdr) +
+                                    SEAL_TAG_SIZE)
+            if rest is None:
+                raise WireError("EOF inside a sealed record")
+            self.plain += self.opener.open(hdr + rest)
+        out, self.plain = self.plain[:n], self.plain[n:]
+        return out
 
     def recv(self):
         """Next message as (type, hdr dict, body bytes), or None on EOF.

@@ -67,7 +67,10 @@ def parent(lab):
 
 
 def test_secret_is_on_no_command_line(lab, parent):
-    r, clones = lab.fork(parent, clones=2, listen="tcp:127.0.0.1:0")
+    # No push: the clones stay incomplete, so both page servers (and the
+    # logs read below) are still there at the end.
+    r, clones = lab.fork(parent, clones=2, listen="tcp:127.0.0.1:0",
+                         prefetch=False)
     ext_fork, _ = lab.fork(parent, clones=1, launch=False)
     secret = read_secret_file(r["secret-file"])
     forms = secret_forms(secret) + \
@@ -84,7 +87,9 @@ def test_secret_is_on_no_command_line(lab, parent):
         assert not any(x in " ".join(c["argv"]).encode() for x in forms)
 
     # A clone started by hand on this host, the way another host would.
-    ext = hand_started_clone(lab, ext_fork, 1, "ext").launch()
+    ext = hand_started_clone(lab, ext_fork, 1, "ext",
+                             **{"clone-id=1": "clone-id=1,prefetch=off"})
+    ext.launch()
     lab.vms.append(ext)
     for c in clones:
         c.attach()

@@ -145,7 +145,9 @@ def test_codec_rejects_body():
 def test_hello_and_pages(server):
     with server.client(1) as c:
         w = c.hello()
-        assert w == {"nblocks": 1, "page_size": PG, "total_pages": NPAGES}
+        assert w == {"nblocks": 1, "page_size": PG, "total_pages": NPAGES,
+                     "mcast_group": 0, "mcast_port": 0, "frag_count": 0,
+                     "desc_len": 0}
         assert c.read_pages(0, 0, NPAGES) == PADDED
         # Runs are maximal and split exactly at zero/non-zero boundaries.
         runs = c.fetch(0, 0, 8)

@@ -29,6 +29,7 @@
 
 #include "sf-pageserver.h"
 #include "sf-pagesrc.h"
+#include "sf-seal.h"
 #include "sf-transport.h"
 #include "sf-wire.h"
 
@@ -230,6 +231,16 @@ static Client *client_new(Server *s, uint32_t clone_id)
     cl->c = sf_connect(s->endpoint, 2000, &err);
     g_assert_no_error(err);
     g_assert_nonnull(cl->c);
+    if (sf_endpoint_is_network(s->endpoint)) {
+        /* As a clone does: the fork's keys, so that the server's own
+         * checks (secret, fork id, ranges) are what is under test. */
+        SfSealKeys k;
+
+        sf_seal_keys_derive(&k, secret, FORK_ID);
+        cl->c = sf_conn_seal(cl->c, &k, false, &err);
+        sf_seal_keys_wipe(&k);
+        g_assert_no_error(err);
+    }
     /* A server bug must fail the test, not hang it. */
     setsockopt(cl->c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     cl->clone_id = clone_id;
@@ -615,19 +626,69 @@ static void case_hello_twice(Server *s)
     client_free(cl);
 }
 
+/*
+ * On a sealed (network) transport the unit a peer can truncate is a
+ * sealed record: raw bytes written under the sealed connection, sealed
+ * by a session of their own (one record per connection, so the server's
+ * one session per connection is that one).
+ */
+static size_t seal_message(SfMsgType type, uint32_t clone_id, const void *body,
+                           size_t len, uint8_t *out)
+{
+    uint8_t plain[SF_WIRE_HDR_SIZE + SF_WIRE_HELLO_LEN];
+    SfSealKeys k;
+    SfSealSender *tx;
+    size_t n;
+
+    g_assert_cmpuint(len, <=, SF_WIRE_HELLO_LEN);
+    sf_wire_hdr_encode(plain, type, len, clone_id, FORK_ID);
+    memcpy(plain + SF_WIRE_HDR_SIZE, body, len);
+    sf_seal_keys_derive(&k, secret, FORK_ID);
+    tx = sf_seal_sender_new(&k, SF_SEAL_REQUESTS);
+    n = sf_seal(tx, plain, SF_WIRE_HDR_SIZE + len, out);
+    sf_seal_sender_free(tx);
+    sf_seal_keys_wipe(&k);
+    return n;
+}
+
+static void write_under(Client *cl, const void *p, size_t len)
+{
+    g_assert_cmpint(write(cl->c->fd, p, len), ==, (ssize_t)len);
+}
+
+/* The stream's unit: a message header in the clear, a record sealed. */
+static size_t hello_unit(Server *s, Client *cl, uint8_t *out, size_t *hdr_len)
+{
+    uint8_t body[SF_WIRE_HELLO_LEN];
+    SfMsgHello h = { .flags = 0 };
+
+    memcpy(h.secret, secret, sizeof(secret));
+    sf_wire_hello_encode(body, &h);
+    if (sf_endpoint_is_network(s->endpoint)) {
+        *hdr_len = SF_SEAL_HDR_SIZE;
+        return seal_message(SF_MSG_HELLO, cl->clone_id, body, sizeof(body),
+                            out);
+    }
+    *hdr_len = SF_WIRE_HDR_SIZE;
+    sf_wire_hdr_encode(out, SF_MSG_HELLO, sizeof(body), cl->clone_id, FORK_ID);
+    memcpy(out + SF_WIRE_HDR_SIZE, body, sizeof(body));
+    return SF_WIRE_HDR_SIZE + sizeof(body);
+}
+
 static void case_truncated_header(Server *s)
 {
-    uint8_t hdr[SF_WIRE_HDR_SIZE];
+    uint8_t unit[SF_SEAL_OVERHEAD + SF_WIRE_HDR_SIZE + SF_WIRE_HELLO_LEN];
+    size_t hdr_len;
     Client *cl = client_new(s, 1);
 
-    sf_wire_hdr_encode(hdr, SF_MSG_HELLO, SF_WIRE_HELLO_LEN, 1, FORK_ID);
-    send_raw(cl, hdr, 10);
+    hello_unit(s, cl, unit, &hdr_len);
+    write_under(cl, unit, 10);
     client_free(cl);
 
     /* And a truncated body after a good header. */
     cl = client_new(s, 1);
-    send_raw(cl, hdr, sizeof(hdr));
-    send_raw(cl, secret, 7);
+    hello_unit(s, cl, unit, &hdr_len);
+    write_under(cl, unit, hdr_len + 7);
     client_free(cl);
     assert_server_alive(s, 1);
 }
@@ -635,32 +696,94 @@ static void case_truncated_header(Server *s)
 /* Half a header, then silence: nobody else may wait for it. */
 static void case_stalled_header(Server *s)
 {
-    uint8_t hdr[SF_WIRE_HDR_SIZE];
+    uint8_t stall[SF_SEAL_OVERHEAD + SF_WIRE_HDR_SIZE + SF_WIRE_HELLO_LEN];
+    uint8_t half[sizeof(stall)];
+    size_t stall_len, hdr_len;
     Client *staller = client_new(s, 1);
     Client *halfbody = client_new(s, 2);
     gint64 t0;
 
-    sf_wire_hdr_encode(hdr, SF_MSG_HELLO, SF_WIRE_HELLO_LEN, 1, FORK_ID);
-    send_raw(staller, hdr, 10);
-    send_raw(halfbody, hdr, sizeof(hdr));
-    send_raw(halfbody, secret, 5);
+    stall_len = hello_unit(s, staller, stall, &hdr_len);
+    hello_unit(s, halfbody, half, &hdr_len);
+    write_under(staller, stall, 10);
+    write_under(halfbody, half, hdr_len + 5);
     g_usleep(50 * 1000);
     t0 = g_get_monotonic_time();
     assert_server_alive(s, 3);
     g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC / 2);
     /* The staller finishing its HELLO later is still served. */
-    send_raw(staller, hdr + 10, sizeof(hdr) - 10);
-    {
-        uint8_t body[SF_WIRE_HELLO_LEN];
-        SfMsgHello h = { .flags = 0 };
-
-        memcpy(h.secret, secret, sizeof(secret));
-        sf_wire_hello_encode(body, &h);
-        send_raw(staller, body, sizeof(body));
-    }
+    write_under(staller, stall + 10, stall_len - 10);
     expect_welcome(staller);
     client_free(staller);
     client_free(halfbody);
+}
+
+/*
+ * Whoever does not hold the fork's key gets nothing at all over a
+ * network: not an ERROR, not a WELCOME; the connection just ends, and
+ * the server serves others.  Three ways: the plain protocol with the
+ * right secret inside, a record sealed with another fork's key, and a
+ * record with one bit of its ciphertext changed.
+ */
+static void expect_nothing(Client *cl)
+{
+    uint8_t b;
+    ssize_t n = read(cl->c->fd, &b, 1);
+
+    g_assert_cmpint(n <= 0 ? 0 : 1, ==, 0);
+}
+
+static void case_sealed_outsiders(Server *s)
+{
+    uint8_t unit[SF_SEAL_OVERHEAD + SF_WIRE_HDR_SIZE + SF_WIRE_HELLO_LEN];
+    uint8_t body[SF_WIRE_HELLO_LEN];
+    uint8_t other[SF_WIRE_SECRET_LEN];
+    SfMsgHello h = { .flags = 0 };
+    size_t hdr_len, len;
+    SfSealKeys k;
+    SfSealSender *tx;
+    Client *cl;
+
+    if (!sf_endpoint_is_network(s->endpoint)) {
+        g_test_skip("a local endpoint is not sealed");
+        return;
+    }
+    memcpy(h.secret, secret, sizeof(secret));
+    sf_wire_hello_encode(body, &h);
+
+    cl = client_new(s, 1);
+    sf_wire_hdr_encode(unit, SF_MSG_HELLO, sizeof(body), 1, FORK_ID);
+    memcpy(unit + SF_WIRE_HDR_SIZE, body, sizeof(body));
+    write_under(cl, unit, SF_WIRE_HDR_SIZE + sizeof(body));
+    expect_nothing(cl);
+    client_free(cl);
+
+    cl = client_new(s, 1);
+    memcpy(other, secret, sizeof(other));
+    other[0] ^= 1;
+    sf_seal_keys_derive(&k, other, FORK_ID);
+    tx = sf_seal_sender_new(&k, SF_SEAL_REQUESTS);
+    {
+        uint8_t plain[SF_WIRE_HDR_SIZE + SF_WIRE_HELLO_LEN];
+
+        sf_wire_hdr_encode(plain, SF_MSG_HELLO, sizeof(body), 1, FORK_ID);
+        memcpy(plain + SF_WIRE_HDR_SIZE, body, sizeof(body));
+        len = sf_seal(tx, plain, sizeof(plain), unit);
+    }
+    sf_seal_sender_free(tx);
+    sf_seal_keys_wipe(&k);
+    write_under(cl, unit, len);
+    expect_nothing(cl);
+    client_free(cl);
+
+    cl = client_new(s, 1);
+    len = hello_unit(s, cl, unit, &hdr_len);
+    unit[hdr_len + 3] ^= 0x20;
+    write_under(cl, unit, len);
+    expect_nothing(cl);
+    client_free(cl);
+
+    assert_server_alive(s, 1);
 }
 
 /* Oversized bodies are refused from the header: the body is never sent,
@@ -1081,6 +1204,7 @@ static const Case cases[] = {
     { "hostile/range", case_range, 4, 0, -1 },
     { "hostile/bad-request-fields", case_bad_request_fields, 4, 0, -1 },
     { "hostile/duplicate-clone-id", case_duplicate_clone, 4, 0, -1 },
+    { "hostile/sealed-outsiders", case_sealed_outsiders, 4, 0, -1 },
     { "many-clients", case_many_clients, NWORKERS, 0, -1 },
     { "lifetime/done-all", case_done_all, 2, 0, -1 },
     { "lifetime/done-then-request", case_done_then_request, 2, 0, -1 },
