@@ -255,6 +255,7 @@ static SfServedCloneList *sf_fork_parse_served(const char *json)
         sc->bytes_sent = qdict_get_try_int(c, "bytes_sent", 0);
         sc->multicast_requests = qdict_get_try_int(c, "mcast_requests", 0);
         sc->unicast_requests = qdict_get_try_int(c, "unicast_requests", 0);
+        sc->pushes_dropped = qdict_get_try_int(c, "pushes_dropped", 0);
         QAPI_LIST_APPEND(tail, sc);
     }
     qobject_unref(obj);

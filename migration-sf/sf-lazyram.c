@@ -583,9 +583,15 @@ static void *sf_lazyram_thread(void *opaque)
         if (pfds[0].revents & POLLIN) {
             sf_lazyram_read_faults(lr);
         }
-        if (lr->mcrecv && (pfds[2].revents & POLLIN)) {
-            sf_mcrecv_drain(lr->mcrecv, lr->mcast_fd,
-                            SF_MCAST_DGRAMS_PER_TURN, sf_now_us());
+        if (lr->mcrecv) {
+            int n = 0;
+
+            if (pfds[2].revents & POLLIN) {
+                n = sf_mcrecv_drain(lr->mcrecv, lr->mcast_fd,
+                                    SF_MCAST_DGRAMS_PER_TURN, sf_now_us());
+            }
+            /* A full turn's worth: more wait, the push holds. */
+            sf_fetch_set_behind(lr->fetch, n >= SF_MCAST_DGRAMS_PER_TURN);
         }
         if ((pfds[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
             !sf_lazyram_read_conn(lr)) {

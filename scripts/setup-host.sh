@@ -17,7 +17,9 @@
 #    +ds QEMU tarball ships none.
 #  - linux-image-amd64 and busybox-static are only *downloaded* (apt-get download)
 #    by scripts/build-guest.sh to build the guest image; they are not installed here.
-#  - python3-pytest, socat, jq, iproute2: the integration tests and shell examples.
+#  - python3-pytest, socat, jq, iproute2: the integration tests and shell examples;
+#    python3-cryptography: the tests' own sealing (tests/integration/sfwire.py),
+#    to talk to and attack a page server over a network.
 #  - nftables: loss injected in the kernel on the test hosts
 #    (scripts/test-hosts.sh; tc netem is not available here).
 #  - xz-utils, cpio, dpkg-dev: unpacking the source and packing the initrd.
@@ -42,7 +44,8 @@ pkgs=(build-essential pkg-config ninja-build ccache git xz-utils cpio dpkg-dev
       libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev liburing-dev
       libzstd-dev libjson-glib-dev libxml2-dev libcap-ng-dev nettle-dev
       seabios qemu-system-data
-      python3 python3-venv python3-pytest python3-yaml socat jq iproute2
+      python3 python3-venv python3-pytest python3-yaml python3-cryptography
+      socat jq iproute2
       bridge-utils procps debootstrap debian-archive-keyring e2fsprogs
       nftables)
 bp_pkgs=(meson python3-pycotap)

@@ -38,6 +38,7 @@ typedef struct InFlight {
     int64_t sent_us;
     int64_t deadline_us;
     int tries;
+    bool answered; /* some of its pages came */
 } InFlight;
 
 typedef struct Block {
@@ -58,6 +59,8 @@ struct SfFetch {
     uint64_t push_page;
     uint32_t push_chunk;
     int64_t last_fault_us;
+    bool behind;        /* answers delivered, not read yet */
+    int64_t backoff_us; /* when the time-out last backed off */
     SfFetchStats st;
 };
 
@@ -168,7 +171,7 @@ static void ask(SfFetch *f, uint32_t block, uint64_t page, uint32_t n,
      * request, in order: no deadline there.
      */
     if (f->cfg.lossy || (flags & SF_REQ_PREFETCH)) {
-        InFlight r = { block, page, n, flags, now, INT64_MAX, tries };
+        InFlight r = { block, page, n, flags, now, INT64_MAX, tries, false };
 
         /* A unicast answer comes on the reliable connection. */
         if (f->cfg.lossy && !(flags & SF_REQ_UNICAST)) {
@@ -304,19 +307,27 @@ uint64_t sf_fetch_arrived(SfFetch *f, uint32_t block, uint64_t page,
             i++;
         }
     }
-    /* Requests this completes: a round-trip sample from each that was
-     * answered at its first try (Karn: a retried one cannot tell). */
+    /*
+     * Requests this answers: a round-trip sample from the first answer to
+     * each that was asked once (Karn: a retried one cannot tell).  The
+     * first, not the last: over a lossy group the rest of a run may never
+     * come, and the round trip is the same.  Those it completes are over.
+     */
     for (guint i = 0; i < f->inflight->len;) {
         InFlight *r = &g_array_index(f->inflight, InFlight, i);
         if (r->block == block && r->page < page + npages &&
-            page < r->page + r->npages && all_present(b, r->page, r->npages)) {
-            if (r->tries == 0 && !(r->flags & SF_REQ_PREFETCH)) {
+            page < r->page + r->npages) {
+            if (!r->answered && r->tries == 0 &&
+                !(r->flags & SF_REQ_PREFETCH)) {
                 sf_rtt_sample(&f->rtt, now - r->sent_us);
             }
-            inflight_drop(f, i);
-        } else {
-            i++;
+            r->answered = true;
+            if (all_present(b, r->page, r->npages)) {
+                inflight_drop(f, i);
+                continue;
+            }
         }
+        i++;
     }
     return newly;
 }
@@ -329,12 +340,26 @@ static void expire(SfFetch *f, int64_t now)
         InFlight r = g_array_index(f->inflight, InFlight, i);
         Block *b = &f->blocks[r.block];
 
-        if (r.deadline_us > now) {
+        if (r.deadline_us > now || (f->behind && (r.flags & SF_REQ_PREFETCH))) {
             i++;
             continue;
         }
         inflight_drop(f, i);
-        sf_rtt_backoff(&f->rtt);
+        /*
+         * Back off once for a demand sent since the last back-off that
+         * got no answer at all: it was given the longer time-out and
+         * still missed it (one that got part of its run was answered in
+         * time, the rest was lost).  Not once
+         * per request: a lost datagram takes several at a time, and a
+         * lossy link loses some in every round trip, which would drive
+         * the time-out to its ceiling with the round trip unchanged.  A
+         * push request's deadline is the pacing's, not the round trip's.
+         */
+        if (!(r.flags & SF_REQ_PREFETCH) && !r.answered &&
+            r.sent_us >= f->backoff_us) {
+            sf_rtt_backoff(&f->rtt);
+            f->backoff_us = now;
+        }
         for (uint64_t p = r.page; p < r.page + r.npages; p++) {
             if (!bit(b->present, p)) {
                 bit_clear(b->requested, p);
@@ -411,7 +436,9 @@ int64_t sf_fetch_tick(SfFetch *f, int64_t now)
         int64_t quiet = now - f->last_fault_us;
 
         if (quiet >= SF_FETCH_QUIET_US) {
-            push(f, now);
+            if (!f->behind) {
+                push(f, now);
+            }
         } else {
             next = f->last_fault_us + SF_FETCH_QUIET_US;
         }
@@ -420,6 +447,11 @@ int64_t sf_fetch_tick(SfFetch *f, int64_t now)
         next = MIN(next, g_array_index(f->inflight, InFlight, i).deadline_us);
     }
     return next;
+}
+
+void sf_fetch_set_behind(SfFetch *f, bool behind)
+{
+    f->behind = behind;
 }
 
 void sf_fetch_disconnected(SfFetch *f)

@@ -93,6 +93,15 @@ uint64_t sf_fetch_arrived(SfFetch *f, uint32_t block, uint64_t page,
 /* Push and time-outs: call at or after the returned time (INT64_MAX:
  * nothing pending). */
 int64_t sf_fetch_tick(SfFetch *f, int64_t now_us);
+/*
+ * Whether answers already delivered to this clone wait unread (a
+ * multicast socket not drained).  While behind, the push asks for
+ * nothing and push requests do not time out: the pages it would ask
+ * for, or ask for again, may be among those waiting, and every request
+ * for a page already sent is one more copy on the group for every
+ * clone.  Demand is not held: a fault asks at once, and times out.
+ */
+void sf_fetch_set_behind(SfFetch *f, bool behind);
 /* The connection is gone: nothing is in flight any more.  After a
  * reconnect, sf_fetch_resend() asks again for every waiting fault. */
 void sf_fetch_disconnected(SfFetch *f);

@@ -20,10 +20,38 @@ void sf_pacer_init(SfPacer *p, double initial_rate, double min_rate,
     };
 }
 
+/* Whether r's last report shows loss that sending slower may cure. */
+static bool excess_loss(const SfPacerReport *r)
+{
+    uint32_t margin = r->floor_ppm / 4 > SF_PACER_LOSS_PPM ? r->floor_ppm / 4
+                                                           : SF_PACER_LOSS_PPM;
+
+    return r->loss_ppm > r->floor_ppm + margin;
+}
+
+/* A cut on r's account: count it, and learn a floor from cuts in a row
+ * that did not lower its loss. */
+static void count_cut(SfPacerReport *r, int64_t now)
+{
+    if (r->cuts && (uint64_t)r->loss_ppm * 4 > (uint64_t)r->cut_ppm * 3) {
+        r->cuts++;
+    } else {
+        r->cuts = 1;
+        r->cut_ppm = r->loss_ppm;
+    }
+    if (r->cuts >= SF_PACER_FLOOR_CUTS) {
+        r->floor_ppm = r->loss_ppm < SF_PACER_FLOOR_MAX_PPM
+                           ? r->loss_ppm
+                           : SF_PACER_FLOOR_MAX_PPM;
+        r->cuts = 0;
+    }
+    r->cut_us = now;
+}
+
 static void adjust(SfPacer *p, int64_t now)
 {
     double wsum = 0, wrate = 0;
-    bool loss = false;
+    bool cut = false, held = false;
 
     if (now - p->last_adjust_us < SF_PACER_ADJUST_US) {
         return;
@@ -39,14 +67,22 @@ static void adjust(SfPacer *p, int64_t now)
         w = 1.0 + r->loss_ppm / 1000.0;
         wsum += w;
         wrate += w * r->rx_rate;
-        loss |= r->loss_ppm > SF_PACER_LOSS_PPM;
+        if (!excess_loss(r)) {
+            continue;
+        }
+        if (r->at_us > r->cut_us + SF_PACER_SETTLE_US) {
+            count_cut(r, now);
+            cut = true;
+        } else {
+            held = true; /* not heard from since its cut: wait */
+        }
     }
     if (wsum == 0) {
         return; /* nobody reports: keep the rate */
     }
-    if (loss) {
+    if (cut) {
         p->rate *= 0.8;
-    } else {
+    } else if (!held) {
         p->rate *= 1.1;
         if (p->limited && wrate > 0 && p->rate > 1.5 * wrate / wsum) {
             p->rate = 1.5 * wrate / wsum;
@@ -80,6 +116,7 @@ int64_t sf_pacer_delay_us(SfPacer *p, size_t bytes, int64_t now_us)
 void sf_pacer_report(SfPacer *p, uint32_t receiver, double rx_rate,
                      uint32_t loss_ppm, int64_t now_us)
 {
+    SfPacerReport *r;
     int slot = -1;
 
     if (!receiver) {
@@ -98,5 +135,15 @@ void sf_pacer_report(SfPacer *p, uint32_t receiver, double rx_rate,
     if (slot < 0) {
         return; /* more active receivers than slots: the rest count too */
     }
-    p->rep[slot] = (SfPacerReport){ receiver, rx_rate, loss_ppm, now_us };
+    if (p->rep[slot].receiver != receiver) {
+        p->rep[slot] = (SfPacerReport){ .receiver = receiver };
+    }
+    r = &p->rep[slot];
+    r->rx_rate = rx_rate;
+    r->loss_ppm = loss_ppm;
+    r->at_us = now_us;
+    /* The floor follows lower loss down, slowly: one report is noisy. */
+    if (loss_ppm < r->floor_ppm) {
+        r->floor_ppm -= (r->floor_ppm - loss_ppm) / 8;
+    }
 }

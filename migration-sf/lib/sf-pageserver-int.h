@@ -103,6 +103,9 @@ void sf_ps_dispatch(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
                     const uint8_t *body);
 /* Demand first, then push; true when requests remain queued. */
 bool sf_ps_serve_queued(SfPageServer *s);
+/* Whether pc may be read on: its queue has room, or a request in it
+ * that may be dropped for a new one (sf-ps-serve.c). */
+bool sf_ps_queue_room(const SfPageServer *s, const SfPsConn *pc);
 /* The emitter's page reader (sf-emitter.h). */
 const uint8_t *sf_ps_read_page(void *opaque, uint32_t block, uint64_t page,
                                bool *zero);

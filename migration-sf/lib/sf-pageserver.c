@@ -132,7 +132,7 @@ static void conn_readable(SfPageServer *s, SfPsConn *pc)
         switch (r) {
         case SF_RECV_MSG:
             sf_ps_dispatch(s, pc, &pc->framer.hdr, pc->framer.body);
-            if (pc->dead || pc->queued == SF_PS_QUEUE) {
+            if (pc->dead || !sf_ps_queue_room(s, pc)) {
                 return;
             }
             continue;
@@ -394,7 +394,7 @@ int sf_pageserver_run(SfPageServer *s)
             pfd[i + 2] =
                 (struct pollfd){ .fd = pc->conn->fd,
                                  .events =
-                                     pc->queued < SF_PS_QUEUE ? POLLIN : 0 };
+                                     sf_ps_queue_room(s, pc) ? POLLIN : 0 };
         }
         n = poll(pfd, nconns + 2, timeout);
         if (n < 0) {

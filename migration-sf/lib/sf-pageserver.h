@@ -85,6 +85,7 @@ typedef struct SfPageServerCloneStats {
     uint32_t connects;
     uint64_t mcast_requests;   /* answered on the group */
     uint64_t unicast_requests; /* asked to be answered on the connection */
+    uint64_t pushes_dropped;   /* group pushes dropped for a demand */
 } SfPageServerCloneStats;
 
 /* The fork's multicast output, for the stats (sf-emitter.h). */

@@ -153,6 +153,43 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     sf_ps_conn_send(s, pc, SF_MSG_WELCOME, out, sizeof(out), NULL, 0);
 }
 
+static void dequeue(SfPsConn *pc, unsigned i)
+{
+    memmove(&pc->queue[i], &pc->queue[i + 1],
+            (pc->queued - i - 1) * sizeof(pc->queue[0]));
+    pc->queued--;
+}
+
+/*
+ * A push request for the group is advisory: the clone tracks it with a
+ * deadline and asks again for what does not come (sf-fetch.h, lossy).
+ * So a full queue of them does not stop the connection being read: the
+ * oldest goes, and a demand request waiting behind it in the stream is
+ * read and served first.  (Over a paced group, a clone's push requests
+ * can wait longer than their deadlines, and the ones it asks again pile
+ * up behind them.)  Anything else is answered, in order.
+ */
+static int oldest_group_push(const SfPageServer *s, const SfPsConn *pc)
+{
+    if (!sf_ps_mcast_on(s)) {
+        return -1;
+    }
+    for (unsigned k = 0; k < pc->queued; k++) {
+        uint32_t fl = pc->queue[k].flags;
+
+        if ((fl & SF_REQ_PREFETCH) &&
+            !(fl & (SF_REQ_UNICAST | SF_REQ_DEMAND))) {
+            return (int)k;
+        }
+    }
+    return -1;
+}
+
+bool sf_ps_queue_room(const SfPageServer *s, const SfPsConn *pc)
+{
+    return pc->queued < SF_PS_QUEUE || oldest_group_push(s, pc) >= 0;
+}
+
 static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
                            const uint8_t *body)
 {
@@ -183,8 +220,14 @@ static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     }
     c->st.requests++;
     s->stats_dirty = true;
-    /* conn_readable() stops reading before the queue overflows. */
-    g_assert(pc->queued < SF_PS_QUEUE);
+    if (pc->queued == SF_PS_QUEUE) {
+        /* conn_readable() reads on only when there is one to drop. */
+        int k = oldest_group_push(s, pc);
+
+        g_assert(k >= 0);
+        dequeue(pc, k);
+        c->st.pushes_dropped++;
+    }
     pc->queue[pc->queued++] = req;
 }
 
@@ -365,13 +408,6 @@ static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
         c->st.unicast_requests++;
     }
     serve_unicast(s, pc, r);
-}
-
-static void dequeue(SfPsConn *pc, unsigned i)
-{
-    memmove(&pc->queue[i], &pc->queue[i + 1],
-            (pc->queued - i - 1) * sizeof(pc->queue[0]));
-    pc->queued--;
 }
 
 /*

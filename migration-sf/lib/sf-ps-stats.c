@@ -142,10 +142,12 @@ char *sf_pageserver_stats_json(SfPageServer *s)
             "\"requests\": %" PRIu64 ", \"pages_sent\": %" PRIu64
             ", \"zero_pages\": %" PRIu64 ", \"bytes_sent\": %" PRIu64
             ", \"connects\": %u, \"mcast_requests\": %" PRIu64
-            ", \"unicast_requests\": %" PRIu64 "}",
+            ", \"unicast_requests\": %" PRIu64
+            ", \"pushes_dropped\": %" PRIu64 "}",
             i ? "," : "", c->clone_id, sf_clone_state_name(c->state),
             c->requests, c->pages_sent, c->zero_pages, c->bytes_sent,
-            c->connects, c->mcast_requests, c->unicast_requests);
+            c->connects, c->mcast_requests, c->unicast_requests,
+            c->pushes_dropped);
     }
     g_string_append(j, "\n ]}\n");
     return g_string_free(j, FALSE);

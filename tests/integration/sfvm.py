@@ -186,6 +186,9 @@ class VM:
                           "-device", "virtio-net-device,id=net0,netdev=n0,"
                                      "mac=52:54:00:12:34:56"]
         self.args += list(extra_args)
+        # Debugging aid: more QEMU options for every VM a test starts
+        # (e.g. SF_TEST_QEMU_ARGS="-trace sf_lazyram_*").
+        self.args += os.environ.get("SF_TEST_QEMU_ARGS", "").split()
         # Run inside another network namespace (hosts.Rig.wrap(k, [])).
         self.prefix = []
         self.proc = None
@@ -194,7 +197,9 @@ class VM:
         self.serial = None
         self.events = []
 
-    def launch(self):
+    def launch(self, attach=True):
+        """Start QEMU and (attach) connect to it; attach later to start
+        several at once."""
         self.logf = open(self.log_path, "wb")
         # GLib < 2.76 slice allocator: see sf-launch.c.
         env = dict(os.environ, G_SLICE="always-malloc")
@@ -204,7 +209,8 @@ class VM:
                                      stdout=self.logf,
                                      stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
-        self.attach()
+        if attach:
+            self.attach()
         return self
 
     def attach(self, timeout=30.0):
@@ -311,7 +317,7 @@ class VM:
 
 
 def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None,
-             prefix=()):
+             prefix=(), attach=True):
     """A clone started by the test from vm-fork's clone-args (launch=false),
     as sfd starts its clones: the parent's command line with the clone's
     own -name, QMP and serial sockets, plus `-object sf-clone,...` with
@@ -343,7 +349,7 @@ def clone_of(parent, fork, clone_id, name=None, obj_extra="", replace=None,
         args.append(a + obj_extra if a.startswith("sf-clone,") else a)
     vm.args = args
     vm.clone_id = clone_id
-    return vm.launch()
+    return vm.launch(attach)
 
 
 class CloneVM(VM):

@@ -216,6 +216,79 @@ static void test_lossy_rtt(void)
     rig_free(&r);
 }
 
+/* Many requests lost at once (one datagram, or a lossy link in every
+ * round trip): the time-out backs off once, not once per request. */
+static void test_lossy_backoff_once(void)
+{
+    Rig r;
+    SfFetchStats st;
+    int64_t t = 0, rto;
+
+    rig_init(&r, 1000, 1, false, true);
+    for (int i = 0; i < 50; i++) {
+        sf_fetch_fault(r.f, 0, i * 10, t);
+        sf_fetch_arrived(r.f, 0, i * 10, SF_FETCH_DEMAND_RUN, t + 1000);
+        t += 5000;
+    }
+    sf_fetch_stats(r.f, &st);
+    rto = st.rto_us;
+    for (int i = 0; i < 10; i++) {
+        sf_fetch_fault(r.f, 0, 600 + i * 10, t);
+    }
+    t += rto + 1;
+    sf_fetch_tick(r.f, t); /* all ten expire, and are asked again */
+    sf_fetch_stats(r.f, &st);
+    g_assert_cmpuint(st.retries, ==, 10);
+    g_assert_cmpint(st.rto_us, ==, 2 * rto);
+    /* The retries, sent with the longer time-out, miss it too: once
+     * more. */
+    t += 2 * rto + 1;
+    sf_fetch_tick(r.f, t);
+    sf_fetch_stats(r.f, &st);
+    g_assert_cmpint(st.rto_us, ==, 4 * rto);
+    /* An answer at the first try brings it back. */
+    sf_fetch_fault(r.f, 0, 900, t);
+    sf_fetch_arrived(r.f, 0, 900, SF_FETCH_DEMAND_RUN, t + 1000);
+    sf_fetch_stats(r.f, &st);
+    g_assert_cmpint(st.rto_us, ==, rto);
+    /* Part of a run came (the faulting page), the rest was lost: the
+     * request was answered in time, no back-off. */
+    sf_fetch_arrived(r.f, 0, 600, 100, t + 2000); /* the ten above */
+    t += 10000;
+    sf_fetch_fault(r.f, 0, 950, t);
+    sf_fetch_arrived(r.f, 0, 950, 1, t + 1000);
+    t += rto + 1;
+    sf_fetch_tick(r.f, t);
+    sf_fetch_stats(r.f, &st);
+    g_assert_cmpint(st.rto_us, ==, rto);
+    rig_free(&r);
+}
+
+/* Answers waiting unread (behind): the push asks for nothing more and its
+ * requests do not time out; a fault still asks at once. */
+static void test_behind(void)
+{
+    Rig r;
+    guint n;
+
+    rig_init(&r, 4096, 1, true, true);
+    sf_fetch_tick(r.f, 1000000); /* quiet: the push starts */
+    n = r.sent->len;
+    g_assert_cmpuint(n, >, 0);
+    g_assert_cmphex(last(&r)->flags, ==, SF_REQ_PREFETCH);
+    sf_fetch_set_behind(r.f, true);
+    sf_fetch_tick(r.f, 60000000); /* long past every push deadline */
+    g_assert_cmpuint(r.sent->len, ==, n);
+    sf_fetch_fault(r.f, 0, 4000, 60000001);
+    g_assert_cmpuint(r.sent->len, ==, n + 1);
+    g_assert_cmphex(last(&r)->flags, ==, SF_REQ_DEMAND);
+    /* Caught up: expired push requests are asked again. */
+    sf_fetch_set_behind(r.f, false);
+    sf_fetch_tick(r.f, 120000000);
+    g_assert_cmpuint(r.sent->len, >, n + 1);
+    rig_free(&r);
+}
+
 static void test_endgame(void)
 {
     Rig r;
@@ -292,6 +365,8 @@ int main(int argc, char **argv)
                     test_lossy_retries_and_unicast);
     g_test_add_func("/fetch/lossy/rtt", test_lossy_rtt);
     g_test_add_func("/fetch/lossy/endgame", test_endgame);
+    g_test_add_func("/fetch/lossy/backoff-once", test_lossy_backoff_once);
+    g_test_add_func("/fetch/lossy/behind", test_behind);
     g_test_add_func("/fetch/lossy/push-passes", test_lossy_push_passes);
     g_test_add_func("/fetch/disconnect-resend", test_disconnect_resend);
     return g_test_run();

@@ -183,6 +183,57 @@ static void test_pacer(void)
     g_assert_cmpfloat(p.rate, ==, 1e6);
 }
 
+/*
+ * Send at most `rate` for `us` and return what went: drives the pacer's
+ * token bucket as the emitter does, in 64 kB datagrams.
+ */
+static double send_for(SfPacer *p, int64_t *t, int64_t us)
+{
+    double sent = 0;
+    int64_t end = *t + us;
+
+    while (*t < end) {
+        int64_t d = sf_pacer_delay_us(p, 64 * 1024, *t);
+
+        if (d == 0) {
+            sent += 64 * 1024;
+        } else {
+            *t += d < end - *t ? d : end - *t;
+        }
+    }
+    return sent;
+}
+
+/* A link that drops a fifth of everything, at any rate: the pacer learns
+ * that loss as the receiver's floor instead of going down to min_rate. */
+static void test_pacer_random_loss(void)
+{
+    SfPacer p;
+    int64_t t = 1000000;
+
+    sf_pacer_init(&p, 100e6, 1e6, 1e9, 256 * 1024, t);
+    for (int i = 0; i < 100; i++) { /* 5 s of 50 ms rounds */
+        double sent = send_for(&p, &t, 50000);
+
+        sf_pacer_report(&p, 1, sent * 0.8 * 20, 200000, t);
+        sf_pacer_report(&p, 2, sent * 20, 0, t);
+    }
+    g_assert_cmpuint(p.rep[0].floor_ppm, >=, 150000);
+    g_assert_cmpfloat(p.rate, >, 40e6);
+
+    /* Congestion on top of it (the receiver takes 10 MB/s at most): the
+     * loss above the floor still slows the group, down to about what it
+     * takes. */
+    for (int i = 0; i < 200; i++) {
+        double sent = send_for(&p, &t, 50000) * 20;
+        double got = (sent * 0.8 < 10e6 ? sent * 0.8 : 10e6);
+
+        sf_pacer_report(&p, 1, got, (uint32_t)(1e6 * (1 - got / sent)), t);
+    }
+    g_assert_cmpfloat(p.rate, <, 25e6);
+    g_assert_cmpfloat(p.rate, >, 5e6);
+}
+
 static void test_recent(void)
 {
     const uint64_t npages[2] = { 16, 4 };
@@ -210,6 +261,7 @@ int main(int argc, char **argv)
     g_test_add_func("/mcast/reasm/refuses", test_reasm_refuses);
     g_test_add_func("/mcast/reasm/eviction", test_reasm_eviction_and_forget);
     g_test_add_func("/mcast/pacer", test_pacer);
+    g_test_add_func("/mcast/pacer/random-loss", test_pacer_random_loss);
     g_test_add_func("/mcast/recent", test_recent);
     return g_test_run();
 }
