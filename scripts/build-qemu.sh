@@ -47,7 +47,8 @@ fetch_from_debian() {
         echo 'deb-src http://deb.debian.org/debian trixie main' > "$list"
     fi
     apt-get update -q >/dev/null
-    (cd "$dl" && apt-get source --download-only qemu/trixie)
+    # Its output to stderr: our stdout is the tarball's path alone.
+    (cd "$dl" && apt-get source --download-only qemu/trixie) >&2
     local t
     t=$(ls "$dl"/qemu_10.0.*+ds.orig.tar.xz 2>/dev/null | sort -V | tail -n1)
     [ -n "$t" ] || { echo "build-qemu: apt-get source gave no qemu 10.0 tarball" >&2; exit 1; }
