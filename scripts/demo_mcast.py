@@ -24,15 +24,10 @@ import pattern  # noqa: E402
 CLONES, HOSTS, MIB = 4, 2, 64
 
 
-def wire_bytes(rig):
-    with open(f"/sys/class/net/{rig.bridge}/statistics/tx_bytes") as f:
-        return int(f.read())
-
-
 def one_fork(lab, parent, rig, multicast):
     r = mcrig.fork(parent, rig, clones=CLONES, multicast=multicast)
     lab.servers.append(r["server-pid"])
-    wire0, t0 = wire_bytes(rig), time.monotonic()
+    wire0, t0 = mcrig.wire_bytes(rig), time.monotonic()
     clones = mcrig.start_clones(lab, parent, r,
                                 {k: (k - 1) % HOSTS + 1
                                  for k in range(1, CLONES + 1)}, rig)
@@ -52,7 +47,7 @@ def one_fork(lab, parent, rig, multicast):
     lab.stop(clones)
     group, unicast = mcrig.egress(server)
     return {"group": group, "unicast": unicast, "took": took,
-            "wire": wire_bytes(rig) - wire0,
+            "wire": mcrig.wire_bytes(rig) - wire0,
             "from_group": sum(s.get("multicast", {}).get("pages", 0)
                               for s in st.values()),
             "pages": sum(s["pages-total"] for s in st.values())}

@@ -39,18 +39,10 @@ PATTERN_MIB = 96
 MEM_MIB = 256
 
 
-def wire_bytes(rig):
-    """What this host put on the rig's bridge: the page server's egress
-    as the kernel counted it (IP and Ethernet headers, fragments, TCP
-    acks and all)."""
-    with open(f"/sys/class/net/{rig.bridge}/statistics/tx_bytes") as f:
-        return int(f.read())
-
-
 def run(lab, parent, rig, n, nhosts, multicast):
     r = mcrig.fork(parent, rig, clones=n, multicast=multicast)
     lab.servers.append(r["server-pid"])
-    wire0 = wire_bytes(rig)
+    wire0 = mcrig.wire_bytes(rig)
     t0 = time.monotonic()
     clones = mcrig.start_clones(lab, parent, r,
                                 {k: (k - 1) % nhosts + 1
@@ -61,7 +53,7 @@ def run(lab, parent, rig, n, nhosts, multicast):
     verified = time.monotonic() - t0
     mcrig.wait_complete(clones)
     complete = time.monotonic() - t0
-    wire = wire_bytes(rig) - wire0
+    wire = mcrig.wire_bytes(rig) - wire0
     st = mcrig.clone_stats(clones)
     server = mcrig.server_stats(parent, r["id"])
     lab.stop(clones)

@@ -76,3 +76,11 @@ def egress(server):
     unicast = sum(s["bytes-sent"] for s in server["served"])
     group = server.get("multicast", {}).get("bytes", 0)
     return group, unicast
+
+
+def wire_bytes(rig):
+    """What this host put on the rig's bridge: the page server's egress
+    as the kernel counted it (IP and Ethernet headers, fragments, TCP
+    acks and all)."""
+    with open(f"/sys/class/net/{rig.bridge}/statistics/tx_bytes") as f:
+        return int(f.read())
