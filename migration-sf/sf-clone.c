@@ -44,6 +44,7 @@
 #include "qemu/rcu.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
+#include "qapi/util.h"
 #include "qapi/qapi-commands-sf.h"
 #include "qapi/qapi-events-sf.h"
 #include "qapi/qapi-types-qom.h"
@@ -88,6 +89,10 @@ struct SfClone {
     char *mac_str;
     SfLazyRamConfig cfg;
     SfCloneLink link;
+
+    bool wait;                   /* a clone-to-be: sf-clone-become names the fork */
+    bool machine_ready;          /* machine created and reset */
+    bool becoming;               /* sf-clone-become went past the checks */
 
     SfDescriptor *desc;
     uint8_t mac[6];
@@ -277,27 +282,43 @@ static int sf_clone_load_devices(SfClone *s, Error **errp)
     return ret;
 }
 
-static void sf_clone_start_bh(void *opaque)
+static void G_NORETURN sf_clone_start_failed(SfClone *s, Error *err)
 {
-    SfClone *s = opaque;
-    Error *err = NULL;
-    g_autofree SfLazyBlock *blocks = NULL;
+    error_reportf_err(err, "sf-clone: clone %u of fork %" PRIu64 ": ",
+                      s->cfg.clone_id, s->desc->fork_id);
+    qapi_event_send_sf_clone_failed(s->cfg.clone_id, s->desc->fork_id,
+                                    "clone could not start; see its log");
+    exit(EXIT_FAILURE);
+}
+
+/* What can be checked against this VM before anything is armed. */
+static SfLazyBlock *sf_clone_check_fork(SfClone *s, Error **errp)
+{
     MachineClass *mc = MACHINE_GET_CLASS(current_machine);
-    int64_t t0, start_ns;
 
     if (strcmp(mc->name, s->desc->machine)) {
-        error_setg(&err, "the fork is of a '%s' machine, this VM is '%s'",
+        error_setg(errp, "the fork is of a '%s' machine, this VM is '%s'",
                    s->desc->machine, mc->name);
-        goto fail;
+        return NULL;
     }
-    blocks = sf_clone_match_blocks(s, &err);
-    if (!blocks) {
-        goto fail;
-    }
-    s->lazy = sf_lazyram_start(blocks, s->desc->nblocks, &s->cfg, &err);
-    if (!s->lazy) {
-        goto fail;
-    }
+    return sf_clone_match_blocks(s, errp);
+}
+
+/*
+ * Arm lazy RAM over the blocks: false with errp when the page server
+ * cannot be had, with nothing armed (the process is as it was).
+ */
+static bool sf_clone_arm(SfClone *s, SfLazyBlock *blocks, Error **errp)
+{
+    s->lazy = sf_lazyram_start(blocks, s->desc->nblocks, &s->cfg, errp);
+    return s->lazy != NULL;
+}
+
+/* Device state, identity, run: past arming there is no way back. */
+static void sf_clone_run(SfClone *s)
+{
+    Error *err = NULL;
+    int64_t t0, start_ns;
 
     t0 = g_get_monotonic_time();
     if (sf_clone_load_devices(s, &err) < 0) {
@@ -316,7 +337,7 @@ static void sf_clone_start_bh(void *opaque)
         goto fail;
     }
 
-    if (autostart) {
+    if (autostart || s->wait) {
         vm_start();
     } else {
         runstate_set(RUN_STATE_PAUSED);
@@ -325,17 +346,32 @@ static void sf_clone_start_bh(void *opaque)
     s->start_to_run_us = start_ns ?
         (g_get_monotonic_time() * 1000 - start_ns) / 1000 : 0;
     info_report("sf-clone: clone %u of fork %" PRIu64 " running "
-                "(%" PRId64 " us after start, device state loaded in %"
+                "(%" PRId64 " us after %s, device state loaded in %"
                 PRId64 " us)", s->cfg.clone_id, s->desc->fork_id,
-                s->start_to_run_us, s->load_us);
+                s->start_to_run_us, s->wait ? "sf-clone-become" : "start",
+                s->load_us);
     return;
 
 fail:
-    error_reportf_err(err, "sf-clone: clone %u of fork %" PRIu64 ": ",
-                      s->cfg.clone_id, s->desc->fork_id);
-    qapi_event_send_sf_clone_failed(s->cfg.clone_id, s->desc->fork_id,
-                                    "clone could not start; see its log");
-    exit(EXIT_FAILURE);
+    sf_clone_start_failed(s, err);
+}
+
+static void sf_clone_start_bh(void *opaque)
+{
+    SfClone *s = opaque;
+    Error *err = NULL;
+    g_autofree SfLazyBlock *blocks = sf_clone_check_fork(s, &err);
+
+    if (!blocks || !sf_clone_arm(s, blocks, &err)) {
+        sf_clone_start_failed(s, err);
+    }
+    sf_clone_run(s);
+}
+
+static void sf_clone_ready_bh(void *opaque)
+{
+    SF_CLONE(opaque)->machine_ready = true;
+    info_report("sf-clone: waiting for a fork (sf-clone-become)");
 }
 
 static void sf_clone_machine_done(Notifier *n, void *data)
@@ -343,7 +379,9 @@ static void sf_clone_machine_done(Notifier *n, void *data)
     SfClone *s = container_of(n, SfClone, machine_done);
 
     /* Machine reset still follows this notifier; start after it. */
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), sf_clone_start_bh, s);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(),
+                            s->wait ? sf_clone_ready_bh : sf_clone_start_bh,
+                            s);
 }
 
 /*
@@ -483,6 +521,8 @@ static bool sf_clone_load_descriptor(SfClone *s, Error **errp)
     return true;
 }
 
+static bool sf_clone_prepare(SfClone *s, Error **errp);
+
 static void sf_clone_complete(UserCreatable *uc, Error **errp)
 {
     SfClone *s = SF_CLONE(uc);
@@ -498,44 +538,11 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
                    "(a running VM cannot become a clone)");
         return;
     }
-    if (!s->cfg.server || !s->secret_id ||
-        (!s->descriptor_path && !s->fork_id_str)) {
-        error_setg(errp, "sf-clone needs server, secret-id, and fork-id or "
-                   "descriptor (or both)");
+    if (!s->wait && !sf_clone_prepare(s, errp)) {
         return;
-    }
-    if (s->cfg.clone_id == 0) {
-        error_setg(errp, "sf-clone: clone-id must be 1 or more");
-        return;
-    }
-    if (s->cfg.retry_ms > INT_MAX) {
-        error_setg(errp, "sf-clone: retry-ms must be at most %d", INT_MAX);
-        return;
-    }
-    if (s->mac_str && (!sf_clone_parse_mac(s->mac_str, s->mac) ||
-                       (s->mac[0] & 1))) {
-        error_setg(errp, "sf-clone: mac '%s' is not a unicast MAC address",
-                   s->mac_str);
-        return;
-    }
-    if (!sf_transport_lookup(s->cfg.server)) {
-        error_setg(errp, "sf-clone: server '%s' is not unix:PATH or "
-                   "tcp:HOST:PORT", s->cfg.server);
-        return;
-    }
-    if (!sf_clone_read_secret(s, errp)) {
-        return;
-    }
-    if (!sf_clone_load_descriptor(s, errp)) {
-        return;
-    }
-    if (s->desc->page_size != qemu_real_host_page_size()) {
-        error_setg(errp, "sf-clone: fork has %u-byte pages, this host %zu",
-                   s->desc->page_size, qemu_real_host_page_size());
-        goto fail;
     }
     spawn = g_getenv("SNOWFLOCK_SPAWN_NS");
-    if (spawn) {
+    if (spawn && !s->wait) {
         s->spawn_ns = g_ascii_strtoll(spawn, NULL, 10);
     }
     sf_clone_own_log();
@@ -545,11 +552,53 @@ static void sf_clone_complete(UserCreatable *uc, Error **errp)
     s->machine_done.notify = sf_clone_machine_done;
     qemu_add_machine_init_done_notifier(&s->machine_done);
     sf_clone_singleton = s;
-    return;
+}
 
-fail:
-    sf_descriptor_free(s->desc);
-    s->desc = NULL;
+/*
+ * The fork's side of the properties: checked, the secret read, the
+ * descriptor loaded and checked.  false with errp (nothing kept).
+ */
+static bool sf_clone_prepare(SfClone *s, Error **errp)
+{
+    if (!s->cfg.server || !s->secret_id ||
+        (!s->descriptor_path && !s->fork_id_str)) {
+        error_setg(errp, "sf-clone needs server, secret-id, clone-id, and "
+                   "fork-id or descriptor (or both)");
+        return false;
+    }
+    if (s->cfg.clone_id == 0) {
+        error_setg(errp, "sf-clone: clone-id must be 1 or more");
+        return false;
+    }
+    if (s->cfg.retry_ms > INT_MAX) {
+        error_setg(errp, "sf-clone: retry-ms must be at most %d", INT_MAX);
+        return false;
+    }
+    if (s->mac_str && (!sf_clone_parse_mac(s->mac_str, s->mac) ||
+                       (s->mac[0] & 1))) {
+        error_setg(errp, "sf-clone: mac '%s' is not a unicast MAC address",
+                   s->mac_str);
+        return false;
+    }
+    if (!sf_transport_lookup(s->cfg.server)) {
+        error_setg(errp, "sf-clone: server '%s' is not unix:PATH or "
+                   "tcp:HOST:PORT", s->cfg.server);
+        return false;
+    }
+    if (!sf_clone_read_secret(s, errp)) {
+        return false;
+    }
+    if (!sf_clone_load_descriptor(s, errp)) {
+        return false;
+    }
+    if (s->desc->page_size != qemu_real_host_page_size()) {
+        error_setg(errp, "sf-clone: fork has %u-byte pages, this host %zu",
+                   s->desc->page_size, qemu_real_host_page_size());
+        sf_descriptor_free(s->desc);
+        s->desc = NULL;
+        return false;
+    }
+    return true;
 }
 
 static bool sf_clone_can_be_deleted(UserCreatable *uc)
@@ -639,6 +688,16 @@ static void sf_clone_set_multicast(Object *obj, bool v, Error **errp)
     SF_CLONE(obj)->cfg.multicast = v;
 }
 
+static bool sf_clone_get_wait(Object *obj, Error **errp)
+{
+    return SF_CLONE(obj)->wait;
+}
+
+static void sf_clone_set_wait(Object *obj, bool v, Error **errp)
+{
+    SF_CLONE(obj)->wait = v;
+}
+
 static void sf_clone_init(Object *obj)
 {
     SfClone *s = SF_CLONE(obj);
@@ -703,6 +762,11 @@ static void sf_clone_class_init(ObjectClass *oc, void *data)
     object_class_property_set_description(oc, "multicast",
         "receive the fork's multicast group when it has one (off: every "
         "answer on this clone's own connection)");
+    object_class_property_add_bool(oc, "wait", sf_clone_get_wait,
+                                   sf_clone_set_wait);
+    object_class_property_set_description(oc, "wait",
+        "a clone-to-be: start the machine now, become a clone of the fork "
+        "that QMP sf-clone-become names");
     object_class_property_add_enum(oc, "link", "SfCloneLink",
                                    &SfCloneLink_lookup, sf_clone_get_link,
                                    sf_clone_set_link);
@@ -732,6 +796,70 @@ type_init(sf_clone_register_types);
 
 /* --- QMP --------------------------------------------------------------- */
 
+/*
+ * A waiting clone becomes the clone the arguments name.  Everything that
+ * can be refused is refused before anything is armed, and the process
+ * keeps waiting, usable for another fork: a wrong or missing secret, a
+ * descriptor that cannot be read or fails its checksum, a fork of another
+ * machine or RAM layout, a page server that refuses or cannot be reached.
+ * Once lazy RAM is armed the process is that clone; a failure after it
+ * (device state that does not load) ends it, as at a clone's start.
+ */
+void qmp_sf_clone_become(const char *server, const char *secret_id,
+                         uint32_t clone_id, const char *descriptor,
+                         const char *fork_id, bool has_prefetch,
+                         bool prefetch, bool has_multicast, bool multicast,
+                         bool has_retry_ms, uint32_t retry_ms,
+                         const char *mac, const char *link, Error **errp)
+{
+    SfClone *s = sf_clone_singleton;
+    g_autofree SfLazyBlock *blocks = NULL;
+    int64_t t0 = g_get_monotonic_time();
+
+    if (!s || !s->wait) {
+        error_setg(errp, "this QEMU is not a waiting clone (-object "
+                   "sf-clone,id=sf-clone,wait=on)");
+        return;
+    }
+    if (s->becoming) {
+        error_setg(errp, "this clone already became clone %u of fork %"
+                   PRIu64, s->cfg.clone_id, s->desc->fork_id);
+        return;
+    }
+    if (!s->machine_ready) {
+        error_setg(errp, "the machine is not ready yet; try again");
+        return;
+    }
+    sf_clone_set_server(OBJECT(s), server, NULL);
+    sf_clone_set_secret_id(OBJECT(s), secret_id, NULL);
+    sf_clone_set_descriptor_path(OBJECT(s), descriptor, NULL);
+    sf_clone_set_fork_id_str(OBJECT(s), fork_id, NULL);
+    sf_clone_set_mac_str(OBJECT(s), mac, NULL);
+    s->cfg.clone_id = clone_id;
+    s->cfg.prefetch = has_prefetch ? prefetch : true;
+    s->cfg.multicast = has_multicast ? multicast : true;
+    s->cfg.retry_ms = has_retry_ms ? retry_ms : 5000;
+    s->link = qapi_enum_parse(&SfCloneLink_lookup, link, SF_CLONE_LINK_UP,
+                              errp);
+    if (s->link < 0) {
+        s->link = SF_CLONE_LINK_UP;
+        return;
+    }
+    if (!sf_clone_prepare(s, errp)) {
+        return;
+    }
+    blocks = sf_clone_check_fork(s, errp);
+    if (!blocks || !sf_clone_arm(s, blocks, errp)) {
+        sf_descriptor_free(s->desc);
+        s->desc = NULL;
+        return;
+    }
+    s->becoming = true;
+    /* "Start to run" counts from this command. */
+    s->spawn_ns = t0 * 1000;
+    sf_clone_run(s);
+}
+
 SfCloneStatus *qmp_query_sf_clone(Error **errp)
 {
     SfClone *s = sf_clone_singleton;
@@ -741,6 +869,10 @@ SfCloneStatus *qmp_query_sf_clone(Error **errp)
 
     if (!s) {
         r->state = SF_CLONE_MEMORY_STATE_NOT_A_CLONE;
+        return r;
+    }
+    if (s->wait && !s->lazy) {
+        r->state = SF_CLONE_MEMORY_STATE_WAITING;
         return r;
     }
     if (s->lazy) {
@@ -760,6 +892,8 @@ SfCloneStatus *qmp_query_sf_clone(Error **errp)
     c->pages_present = st.pages_present;
     c->pages_fetched = st.pages_fetched;
     c->zero_pages = st.zero_pages;
+    c->avoided_pages = st.avoided_pages;
+    c->working_set_pages = st.workset_pages;
     c->pushed_pages = st.pushed_pages;
     c->bytes = st.bytes;
     c->faults = st.faults;

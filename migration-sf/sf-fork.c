@@ -83,6 +83,7 @@ typedef struct SfForkJob {
     int stats_pipe[2];
     GArray *blocks;              /* SfBlockInfo, descriptor order */
     GPtrArray *hosts;            /* their host addresses */
+    GArray *anon;                /* bool: private anonymous memory */
     GByteArray *devstate;
     bool was_running;
     pid_t server_pid;
@@ -106,6 +107,7 @@ static SfForkJob *sf_fork_job_new(void)
     job->stats_pipe[0] = job->stats_pipe[1] = -1;
     job->blocks = g_array_new(false, true, sizeof(SfBlockInfo));
     job->hosts = g_ptr_array_new();
+    job->anon = g_array_new(false, true, sizeof(bool));
     job->devstate = g_byte_array_new();
     job->clone_pids = g_array_new(false, false, sizeof(pid_t));
     job->launched_tail = &job->launched;
@@ -135,6 +137,7 @@ static void sf_fork_job_free(SfForkJob *job)
     }
     g_array_free(job->blocks, true);
     g_ptr_array_free(job->hosts, true);
+    g_array_free(job->anon, true);
     g_byte_array_free(job->devstate, true);
     g_array_free(job->clone_pids, true);
     qapi_free_SfCloneLaunchList(job->launched);
@@ -170,7 +173,7 @@ static void sf_fork_job_undo(SfForkJob *job)
 
 /* The RAM blocks the page server will serve, in a fixed order. */
 static bool sf_fork_collect_blocks(GArray *blocks, GPtrArray *hosts,
-                                   Error **errp)
+                                   GArray *anon, Error **errp)
 {
     RAMBlock *rb;
 
@@ -194,6 +197,12 @@ static bool sf_fork_collect_blocks(GArray *blocks, GPtrArray *hosts,
         bi.page_size = qemu_ram_pagesize(rb);
         g_array_append_val(blocks, bi);
         g_ptr_array_add(hosts, qemu_ram_get_host_addr(rb));
+        if (anon) {
+            /* No file behind it: a page never populated reads as zero. */
+            bool is_anon = qemu_ram_get_fd(rb) < 0;
+
+            g_array_append_val(anon, is_anon);
+        }
     }
     return true;
 }
@@ -218,7 +227,7 @@ static bool sf_fork_check_ram(SfForkJob *job, Error **errp)
     g_autoptr(GError) gerr = NULL;
     SfDescriptor desc;
 
-    if (!sf_fork_collect_blocks(job->blocks, job->hosts, errp)) {
+    if (!sf_fork_collect_blocks(job->blocks, job->hosts, job->anon, errp)) {
         return false;
     }
     if (!job->blocks->len) {
@@ -446,7 +455,7 @@ static bool sf_fork_recheck_blocks(SfForkJob *job, Error **errp)
     g_autoptr(GArray) now = g_array_new(false, true, sizeof(SfBlockInfo));
     g_autoptr(GPtrArray) hosts = g_ptr_array_new();
 
-    if (!sf_fork_collect_blocks(now, hosts, errp)) {
+    if (!sf_fork_collect_blocks(now, hosts, NULL, errp)) {
         return false;
     }
     for (guint i = 0; i < MAX(now->len, job->blocks->len); i++) {
@@ -484,6 +493,7 @@ static bool sf_fork_freeze(SfForkJob *job, Error **errp)
         .nblocks = job->blocks->len,
         .blocks = (SfBlockInfo *)job->blocks->data,
         .hosts = job->hosts->pdata,
+        .anon = (bool *)job->anon->data,
         .listener = job->listener,
         .log_fd = job->log_fd,
         .stats_fd = job->stats_pipe[1],
@@ -644,7 +654,8 @@ static SfForkInfo *sf_fork_answer(SfForkJob *job)
     /* Portable over a network: no path only this host has. */
     g_autoptr(GPtrArray) opts =
         sf_fork_clone_opts(job, SF_CLONE_ID_PLACEHOLDER,
-                           !sf_endpoint_is_network(job->endpoint), "");
+                           !sf_endpoint_is_network(job->endpoint),
+                           job->prefetch ? "" : ",prefetch=off");
     strList **args_tail = &info->clone_args;
     struct stat st;
 

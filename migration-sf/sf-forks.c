@@ -256,6 +256,7 @@ static SfServedCloneList *sf_fork_parse_served(const char *json)
         sc->multicast_requests = qdict_get_try_int(c, "mcast_requests", 0);
         sc->unicast_requests = qdict_get_try_int(c, "unicast_requests", 0);
         sc->pushes_dropped = qdict_get_try_int(c, "pushes_dropped", 0);
+        sc->working_set_pushed = qdict_get_try_int(c, "workset_pushed", 0);
         QAPI_LIST_APPEND(tail, sc);
     }
     qobject_unref(obj);
@@ -288,6 +289,19 @@ static SfServedMulticast *sf_fork_parse_multicast(const char *json)
     return sm;
 }
 
+/* "pages" of one section of the same stats (zero_map, workset); -1 when
+ * absent. */
+static int64_t sf_fork_parse_pages(const char *json, const char *section)
+{
+    QObject *obj = qobject_from_json(json, NULL);
+    QDict *root = qobject_to(QDict, obj);
+    QDict *z = root ? qdict_get_qdict(root, section) : NULL;
+    int64_t pages = z ? qdict_get_try_int(z, "pages", -1) : -1;
+
+    qobject_unref(obj);
+    return pages;
+}
+
 SfForkStatusList *qmp_query_sf_forks(Error **errp)
 {
     SfForkStatusList *head = NULL, **tail = &head;
@@ -308,8 +322,14 @@ SfForkStatusList *qmp_query_sf_forks(Error **errp)
             g_file_get_contents(rec->dir->stats, &json, NULL, NULL);
         }
         if (json || rec->final_stats) {
-            st->served = sf_fork_parse_served(json ?: rec->final_stats);
-            st->multicast = sf_fork_parse_multicast(json ?: rec->final_stats);
+            const char *j = json ?: rec->final_stats;
+
+            st->avoided_pages = sf_fork_parse_pages(j, "zero_map");
+            st->has_avoided_pages = st->avoided_pages >= 0;
+            st->working_set_pages = sf_fork_parse_pages(j, "workset");
+            st->has_working_set_pages = st->working_set_pages >= 0;
+            st->served = sf_fork_parse_served(j);
+            st->multicast = sf_fork_parse_multicast(j);
         }
         QAPI_LIST_APPEND(tail, st);
     }

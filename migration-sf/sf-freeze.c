@@ -118,6 +118,38 @@ static void sf_freeze_send_stats(SfPageServer *srv)
     close(SF_FREEZE_STATS_FD);
 }
 
+/*
+ * The zero map, read here rather than in the pause: pages of private
+ * anonymous RAM this frozen image never populated (guest memory never
+ * touched, or discarded when the guest's free page reporting gave it
+ * back) read as zero, so clones fill them themselves.  ~1 ms per GiB;
+ * a block that cannot be scanned is simply served page by page.
+ */
+static void sf_freeze_scan_zero(SfFreezeArgs *a, SfPageSource *src)
+{
+    int64_t t0 = g_get_monotonic_time();
+    uint64_t total = 0;
+
+    for (uint32_t i = 0; i < a->nblocks; i++) {
+        int64_t n;
+
+        if (!a->anon[i]) {
+            continue;
+        }
+        n = sf_pagesrc_mem_scan_absent(src, i);
+        if (n < 0) {
+            sf_freeze_log("%s: no zero map for block %s: %s",
+                          a->server->log_prefix, a->blocks[i].idstr,
+                          strerror(-n));
+            continue;
+        }
+        total += n;
+    }
+    sf_freeze_log("%s: zero map: %" PRIu64 " pages never populated "
+                  "(%" PRId64 " us)", a->server->log_prefix, total,
+                  g_get_monotonic_time() - t0);
+}
+
 static void G_NORETURN sf_freeze_child(SfFreezeArgs *a)
 {
     struct sigaction sa = { 0 };
@@ -137,6 +169,7 @@ static void G_NORETURN sf_freeze_child(SfFreezeArgs *a)
     sf_freeze_child_fds(a);
 
     src = sf_pagesrc_mem_new(a->blocks, a->hosts, a->nblocks);
+    sf_freeze_scan_zero(a, src);
     sf_freeze_server = sf_pageserver_new(a->listener, src, a->server);
     sa.sa_handler = sf_freeze_on_sigterm;
     sigaction(SIGTERM, &sa, NULL);

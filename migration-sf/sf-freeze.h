@@ -24,6 +24,7 @@ typedef struct SfFreezeArgs {
     uint32_t nblocks;
     const SfBlockInfo *blocks;
     void *const *hosts;
+    const bool *anon;            /* per block: scan for never-populated pages */
     SfListener *listener;        /* the child serves on it */
     int log_fd;                  /* the child's stdout and stderr */
     int stats_fd;                /* write end: its final figures, at exit */

@@ -103,6 +103,8 @@ struct SfLazyRam {
     /* Read by query-sf-clone from the main thread: atomics. */
     uint64_t pages_fetched;
     uint64_t zero_pages;
+    uint64_t avoided_pages;
+    uint64_t workset_pages;
     uint64_t pushed_pages;
     uint64_t mcast_pages;
     uint64_t bytes;
@@ -223,14 +225,13 @@ static void sf_lazyram_place_run(SfLazyRam *lr, uint32_t block, uint64_t page,
 }
 
 /*
- * Pages [page, page + n) of block arrived (data, or NULL: zero): place
- * those still missing, in runs, and tell the fetch policy.
+ * Place those of [page, page + n) of block still missing (data, or NULL:
+ * zero), in runs, and tell the fetch policy: returns how many were placed.
  */
-static void sf_lazyram_take(SfLazyRam *lr, uint32_t block, uint64_t page,
-                            uint32_t n, const uint8_t *data, uint32_t flags,
-                            bool from_group)
+static uint64_t sf_lazyram_place_missing(SfLazyRam *lr, uint32_t block,
+                                         uint64_t page, uint32_t n,
+                                         const uint8_t *data, bool asked)
 {
-    uint64_t newly;
     uint32_t i, j;
 
     for (i = 0; i < n; i = j) {
@@ -245,13 +246,64 @@ static void sf_lazyram_take(SfLazyRam *lr, uint32_t block, uint64_t page,
         sf_lazyram_place_run(lr, block, page + i, j - i,
                              data ? data + (uint64_t)i * lr->psz : NULL);
     }
-    newly = sf_fetch_arrived(lr->fetch, block, page, n, sf_now_us());
+    return asked ? sf_fetch_arrived(lr->fetch, block, page, n, sf_now_us())
+                 : sf_fetch_known_zero(lr->fetch, block, page, n, sf_now_us());
+}
+
+/* Pages [page, page + n) of block arrived from the server. */
+static void sf_lazyram_take(SfLazyRam *lr, uint32_t block, uint64_t page,
+                            uint32_t n, const uint8_t *data, uint32_t flags,
+                            bool from_group)
+{
+    uint64_t newly = sf_lazyram_place_missing(lr, block, page, n, data,
+                                              true);
+
     qatomic_add(data ? &lr->pages_fetched : &lr->zero_pages, newly);
     if (flags & SF_REQ_PREFETCH) {
         qatomic_add(&lr->pushed_pages, newly);
     }
+    if (flags & SF_REQ_WORKSET) {
+        qatomic_add(&lr->workset_pages, newly);
+    }
     if (from_group) {
         qatomic_add(&lr->mcast_pages, newly);
+    }
+}
+
+/*
+ * The fork's zero map: pages the frozen image holds as zero because its
+ * process never populated them (never written, or discarded when the
+ * guest reported them free).  Zero is their content at the fork instant,
+ * so placing zero is exact, and it is done here, without a round trip;
+ * nothing ever asks for them.  A run that reaches beyond our RAM means a
+ * server that does not serve our image: fail rather than guess.
+ */
+static void sf_lazyram_take_zeromap(SfLazyRam *lr, const uint8_t *body,
+                                    uint32_t len)
+{
+    const char *why = NULL;
+    SfMsgZeroMap m;
+
+    if (sf_wire_zeromap_decode(body, len, &m, &why) < 0) {
+        sf_lazyram_fail(lr, "bad ZEROMAP from page server: %s", why);
+    }
+    if (m.nruns && m.block >= lr->nblocks) {
+        sf_lazyram_fail(lr, "page server's zero map names block %u of %u",
+                        m.block, lr->nblocks);
+    }
+    for (uint32_t i = 0; i < m.nruns; i++) {
+        uint64_t page, n;
+
+        sf_wire_zeromap_run(&m, i, &page, &n);
+        if (page >= lr->npages[m.block] || n > lr->npages[m.block] - page) {
+            sf_lazyram_fail(lr, "page server's zero map runs beyond RAM "
+                            "(block %u page %" PRIu64 ", %" PRIu64 " pages)",
+                            m.block, page, n);
+        }
+        trace_sf_lazyram_zeromap(m.block, page, n);
+        qatomic_add(&lr->avoided_pages,
+                    sf_lazyram_place_missing(lr, m.block, page, n, NULL,
+                                             false));
     }
 }
 
@@ -355,6 +407,10 @@ static void sf_lazyram_on_message(SfLazyRam *lr, const SfWireHdr *hdr,
                         m.flags, false);
         return;
     }
+    case SF_MSG_ZEROMAP:
+        qatomic_add(&lr->bytes, SF_WIRE_HDR_SIZE + hdr->length);
+        sf_lazyram_take_zeromap(lr, body, hdr->length);
+        return;
     case SF_MSG_ERROR: {
         SfMsgError e;
 
@@ -406,11 +462,24 @@ static void sf_lazyram_check_welcome(SfLazyRam *lr, const SfMsgWelcome *w)
     }
 }
 
+/*
+ * With background push on, the fork's working set comes first: pages
+ * earlier clones asked for, in their order, before we fault on them.
+ */
+static uint32_t sf_lazyram_hello(SfLazyRam *lr)
+{
+    if (!lr->cfg->prefetch) {
+        return 0;
+    }
+    return SF_HELLO_WORKSET | (lr->cfg->multicast ? 0 : SF_HELLO_UNICAST);
+}
+
 /* Connect and authenticate; NULL with *err when it may work later. */
 static SfConn *sf_lazyram_connect(SfLazyRam *lr, int timeout_ms,
                                   SfMsgWelcome *w, GError **err)
 {
-    SfConn *c = sf_client_connect(lr->server, &lr->id, 0, timeout_ms, w, err);
+    SfConn *c = sf_client_connect(lr->server, &lr->id, sf_lazyram_hello(lr),
+                                  timeout_ms, w, err);
 
     if (!c && (*err)->domain == SF_CLIENT_ERROR) {
         /* A refusal (wrong secret, unknown clone) does not get better. */
@@ -695,7 +764,8 @@ SfLazyRam *sf_lazyram_start(const SfLazyBlock *blocks, uint32_t nblocks,
      * Connect and authenticate before arming anything: a dead server or a
      * wrong secret stops the clone before it has a single missing page.
      */
-    lr->conn = sf_client_connect(cfg->server, &lr->id, 0, cfg->retry_ms, &w,
+    lr->conn = sf_client_connect(cfg->server, &lr->id, sf_lazyram_hello(lr),
+                                 cfg->retry_ms, &w,
                                  &err);
     if (!lr->conn) {
         error_setg(errp, "sf-clone: cannot reach page server %s: %s",
@@ -746,6 +816,8 @@ void sf_lazyram_get_stats(SfLazyRam *lr, SfLazyRamStats *st)
     st->pages_total = lr->pages_total;
     st->pages_fetched = qatomic_read(&lr->pages_fetched);
     st->zero_pages = qatomic_read(&lr->zero_pages);
+    st->avoided_pages = qatomic_read(&lr->avoided_pages);
+    st->workset_pages = qatomic_read(&lr->workset_pages);
     st->pushed_pages = qatomic_read(&lr->pushed_pages);
     st->mcast_pages = qatomic_read(&lr->mcast_pages);
     st->bytes = qatomic_read(&lr->bytes);

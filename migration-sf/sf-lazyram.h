@@ -49,6 +49,8 @@ typedef struct SfLazyRamStats {
     uint64_t pages_present;
     uint64_t pages_fetched;   /* placed with data, by either way */
     uint64_t zero_pages;      /* placed as zero */
+    uint64_t avoided_pages;   /* placed as zero from the fork's zero map */
+    uint64_t workset_pages;   /* placed from the working set's push */
     uint64_t pushed_pages;    /* arrived by the background push */
     uint64_t bytes;           /* on the connection */
     uint64_t faults;

@@ -19,6 +19,14 @@ import conftest  # noqa: E402  (the Lab that cleans up after itself)
 import pattern  # noqa: E402
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clones", type=int, default=4)
@@ -36,6 +44,18 @@ def main():
         print(f"parent: booted to its shell in "
               f"{time.monotonic() - t0:.1f} s (TCG, 512 MiB)")
         print(f"parent: {parent.cmd('query-sf')['userfaultfd']}")
+        # A burst that allocates and frees memory, as a server's looks
+        # after a while: the guest reports it free (virtio-balloon free
+        # page reporting) and QEMU gives it back to the host.
+        parent.serial.run("sfpattern once --mib 256 --seed 9", timeout=300)
+        peak = rss_mib(parent.pid)
+        deadline = time.monotonic() + 20
+        while rss_mib(parent.pid) > peak - 128 and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        print(f"parent: a workload used and freed 256 MiB; its guest "
+              f"reported it free: QEMU RSS {peak} -> {rss_mib(parent.pid)} "
+              f"MiB")
         line = pattern.start(parent.serial, args.mib, 1)
         print(f"parent: wrote a {args.mib} MiB pattern (seed 1): {line}")
 
@@ -53,7 +73,8 @@ def main():
 
         print(f"\n{'clone':>6} {'first insn':>11} {'shell':>7} "
               f"{'verify':>22} {'faults':>7} {'p50':>6} {'p99':>7} "
-              f"{'fetched':>8} {'zero':>8} {'pushed':>8}  MAC")
+              f"{'fetched':>8} {'zero':>6} {'avoided':>8} {'pushed':>8} "
+              f"{'w-set':>6}  MAC")
         for c in clones:
             t = time.monotonic()
             c.attach()
@@ -68,7 +89,9 @@ def main():
                   f"{f'{pages - bad}/{pages} pages ok':>22} "
                   f"{st['faults']:>7} {st['fault-p50-us']:>4}us "
                   f"{st['fault-p99-us']:>5}us {st['pages-fetched']:>8} "
-                  f"{st['zero-pages']:>8} {st['pushed-pages']:>8}  {mac}")
+                  f"{st['zero-pages']:>6} {st['avoided-pages']:>8} "
+                  f"{st['pushed-pages']:>8} {st['working-set-pages']:>6}  "
+                  f"{mac}")
             if bad:
                 print(f"{c.name}: MEMORY MISMATCH ({bad} pages)")
                 return 1
@@ -78,10 +101,17 @@ def main():
         for f in parent.cmd("query-sf-forks"):
             print(f"fork {f['id']:x}: server alive={f['server-alive']} "
                   f"footprint={f['footprint-bytes'] // 1024} KiB")
+            if "avoided-pages" in f:
+                print(f"  zero map: {f['avoided-pages']} pages "
+                      f"({f['avoided-pages'] // 256} MiB) every clone filled "
+                      f"itself, never sent; working set: "
+                      f"{f.get('working-set-pages', 0)} pages in the order "
+                      f"first asked for, pushed first to later clones")
             for s in f["served"]:
                 print(f"  served clone {s['clone-id']}: {s['state']}, "
                       f"{s['pages-sent']} pages sent, {s['zero-pages']} "
-                      f"zero, {s['bytes-sent'] // 1024} KiB")
+                      f"zero, {s['bytes-sent'] // 1024} KiB, "
+                      f"{s['working-set-pushed']} from the working set")
         return 0
     finally:
         lab.close()

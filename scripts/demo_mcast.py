@@ -50,7 +50,9 @@ def one_fork(lab, parent, rig, multicast):
             "wire": mcrig.wire_bytes(rig) - wire0,
             "from_group": sum(s.get("multicast", {}).get("pages", 0)
                               for s in st.values()),
-            "pages": sum(s["pages-total"] for s in st.values())}
+            # What had to travel: the zero map's pages never do.
+            "pages": sum(s["pages-total"] - s["avoided-pages"]
+                         for s in st.values())}
 
 
 def main():

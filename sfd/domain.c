@@ -280,6 +280,43 @@ static gboolean parse_interface(Parse *p, xmlNode *n)
     return TRUE;
 }
 
+/*
+ * The balloon is there for free page reporting: free memory the guest
+ * reports is given back, so a fork's clones never fetch it (the zero map,
+ * docs/avoidance.md).  It is never inflated.
+ */
+static gboolean parse_memballoon(Parse *p, xmlNode *n)
+{
+    g_autofree char *model = attr(n, "model");
+    g_autofree char *fpr = attr(n, "freePageReporting");
+
+    if (model && !strcmp(model, "none") && !fpr) {
+        p->d->balloon = SFD_BALLOON_NONE;
+        return TRUE;
+    }
+    if (!model || strcmp(model, "virtio")) {
+        return fail(p,
+                    "<devices/memballoon model='%s'>: only 'virtio' and "
+                    "'none' are supported",
+                    model ? model : "");
+    }
+    if (fpr && strcmp(fpr, "on") && strcmp(fpr, "off")) {
+        return fail(p,
+                    "<devices/memballoon freePageReporting='%s'>: 'on' or "
+                    "'off'",
+                    fpr);
+    }
+    p->d->balloon =
+        fpr && !strcmp(fpr, "off") ? SFD_BALLOON_QUIET : SFD_BALLOON_REPORTING;
+    for (xmlNode *c = n->children; c; c = c->next) {
+        if (c->type == XML_ELEMENT_NODE && is_ours(c)) {
+            return fail(p, "unknown element <devices/memballoon/%s>",
+                        elname(c));
+        }
+    }
+    return TRUE;
+}
+
 static gboolean parse_devices(Parse *p, xmlNode *devs)
 {
     for (xmlNode *c = devs->children; c; c = c->next) {
@@ -292,6 +329,10 @@ static gboolean parse_devices(Parse *p, xmlNode *devs)
             }
         } else if (!strcmp(elname(c), "interface")) {
             if (!parse_interface(p, c)) {
+                return FALSE;
+            }
+        } else if (!strcmp(elname(c), "memballoon")) {
+            if (!parse_memballoon(p, c)) {
                 return FALSE;
             }
         } else {

@@ -89,6 +89,13 @@ typedef struct SfdDisk {
     gboolean readonly;
 } SfdDisk;
 
+/* <devices/memballoon>: libvirt's element, reporting on by default. */
+typedef enum SfdBalloon {
+    SFD_BALLOON_REPORTING = 0, /* model='virtio' freePageReporting='on' */
+    SFD_BALLOON_QUIET,         /* model='virtio' freePageReporting='off' */
+    SFD_BALLOON_NONE,          /* model='none' */
+} SfdBalloon;
+
 typedef struct SfdDomain {
     char *name;
     char *uuid;
@@ -100,6 +107,7 @@ typedef struct SfdDomain {
     GPtrArray *disks; /* SfdDisk */
     gboolean has_interface;
     char *mac; /* NULL: derived by sfd */
+    SfdBalloon balloon;
     int max_clones;
     gboolean has_network; /* <sf:network> given */
     guint32 net_addr;     /* host byte order */

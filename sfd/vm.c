@@ -242,6 +242,11 @@ GStrv sfd_vm_machine(SfdDomain *d, const char *mac, const char *append)
      * instruction, and its kernel reseeds its RNG. */
     ADD("-append", append, "-device", "virtio-serial-device", "-device",
         "sf-agent-port", "-device", "vmgenid");
+    if (d->balloon != SFD_BALLOON_NONE) {
+        ADD("-device", d->balloon == SFD_BALLOON_REPORTING
+                           ? "virtio-balloon-device,free-page-reporting=on"
+                           : "virtio-balloon-device");
+    }
     for (guint i = 0; i < d->disks->len; i++) {
         SfdDisk *disk = d->disks->pdata[i];
         g_ptr_array_add(a, g_strdup("-drive"));

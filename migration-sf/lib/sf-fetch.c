@@ -271,8 +271,23 @@ static bool all_present(const Block *b, uint64_t page, uint32_t n)
     return true;
 }
 
+static uint64_t placed(SfFetch *f, uint32_t block, uint64_t page,
+                       uint32_t npages, int64_t now, bool from_server);
+
 uint64_t sf_fetch_arrived(SfFetch *f, uint32_t block, uint64_t page,
                           uint32_t npages, int64_t now)
+{
+    return placed(f, block, page, npages, now, true);
+}
+
+uint64_t sf_fetch_known_zero(SfFetch *f, uint32_t block, uint64_t page,
+                             uint32_t npages, int64_t now)
+{
+    return placed(f, block, page, npages, now, false);
+}
+
+static uint64_t placed(SfFetch *f, uint32_t block, uint64_t page,
+                       uint32_t npages, int64_t now, bool from_server)
 {
     Block *b;
     uint64_t newly = 0;
@@ -284,7 +299,7 @@ uint64_t sf_fetch_arrived(SfFetch *f, uint32_t block, uint64_t page,
     b = &f->blocks[block];
     for (uint64_t p = page; p < page + npages; p++) {
         if (!bit(b->present, p)) {
-            if (!bit(b->requested, p)) {
+            if (from_server && !bit(b->requested, p)) {
                 f->st.unrequested++;
             }
             bit_set(b->present, p);

@@ -90,6 +90,10 @@ bool sf_fetch_fault(SfFetch *f, uint32_t block, uint64_t page, int64_t now_us);
  */
 uint64_t sf_fetch_arrived(SfFetch *f, uint32_t block, uint64_t page,
                           uint32_t npages, int64_t now_us);
+/* The same for pages placed as zero without asking (the fork's zero
+ * map): not counted as arrived unrequested. */
+uint64_t sf_fetch_known_zero(SfFetch *f, uint32_t block, uint64_t page,
+                             uint32_t npages, int64_t now_us);
 /* Push and time-outs: call at or after the returned time (INT64_MAX:
  * nothing pending). */
 int64_t sf_fetch_tick(SfFetch *f, int64_t now_us);

@@ -7,6 +7,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include <glib.h>
+#include <string.h>
 
 #include "sf-image.h"
 #include "sf-wire.h"
@@ -27,8 +28,15 @@ SfImage *sf_image_new(SfPageSource *src)
     for (uint32_t i = 0; i < src->nblocks; i++) {
         uint64_t words = (src->blocks[i].length / SF_WIRE_PAGE_SIZE + 63) / 64;
 
+        const uint64_t *zero = sf_pagesrc_zero_map(src, i);
+
         im->known[i] = g_new0(uint64_t, MAX(words, 1));
         im->is[i] = g_new0(uint64_t, MAX(words, 1));
+        if (zero) {
+            /* Known zero: never read (a clone does not even ask). */
+            memcpy(im->known[i], zero, words * sizeof(uint64_t));
+            memcpy(im->is[i], zero, words * sizeof(uint64_t));
+        }
     }
     return im;
 }
@@ -56,7 +64,6 @@ SfPageSource *sf_image_source(SfImage *im)
 static bool page_is_zero(SfImage *im, uint32_t block, uint64_t page,
                          const uint8_t *p)
 {
-    const SfPageSourceOps *ops = im->src->ops;
     uint64_t bit = 1ull << (page % 64);
     uint64_t *known = &im->known[block][page / 64];
     uint64_t *is = &im->is[block][page / 64];
@@ -65,9 +72,7 @@ static bool page_is_zero(SfImage *im, uint32_t block, uint64_t page,
     if (*known & bit) {
         return *is & bit;
     }
-    zero = (ops->known_zero &&
-            ops->known_zero(im->src, block, page * SF_WIRE_PAGE_SIZE)) ||
-           sf_page_is_zero(p, SF_WIRE_PAGE_SIZE);
+    zero = sf_page_is_zero(p, SF_WIRE_PAGE_SIZE);
     *known |= bit;
     if (zero) {
         *is |= bit;

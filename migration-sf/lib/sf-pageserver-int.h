@@ -12,11 +12,16 @@
 #include "sf-image.h"
 #include "sf-pageserver.h"
 #include "sf-seal.h"
+#include "sf-workset.h"
+#include "sf-zeromap.h"
 
 /* Client messages are at most a REQUEST; anything bigger is refused. */
 #define SF_PS_RECV_BUF 64
 /* Requests queued per connection; reading stops while it is full. */
 #define SF_PS_QUEUE 16
+/* Working set: pages remembered (1 GiB), pushed per clone per turn. */
+#define SF_PS_WORKSET_MAX  262144
+#define SF_PS_WORKSET_TURN 256
 
 typedef struct SfPsConn {
     SfConn *conn;
@@ -30,6 +35,11 @@ typedef struct SfPsConn {
     /* Validated requests waiting to be served, in arrival order. */
     SfMsgRequest queue[SF_PS_QUEUE];
     unsigned queued;
+    /* The working set's push to this clone (HELLO asked for it). */
+    bool ws_push;
+    bool ws_unicast; /* not in the group: on this connection */
+    uint64_t ws_cursor;
+    uint64_t ws_end; /* in the group: what was noted before it joined */
 } SfPsConn;
 
 typedef struct SfPsClone {
@@ -48,8 +58,10 @@ struct SfPageServer {
     size_t log_bytes; /* written by ps_log() so far */
     int wake_fd;
     uint64_t total_pages;
-    bool sealed;     /* a network endpoint: every message sealed */
-    SfSealKeys keys; /* the fork's, when sealed or multicast */
+    SfZeroMap *zeromap; /* sent to every clone after its WELCOME */
+    SfWorkSet *workset; /* pages in the order first demanded */
+    bool sealed;        /* a network endpoint: every message sealed */
+    SfSealKeys keys;    /* the fork's, when sealed or multicast */
 
     /* Multicast, when the config names a group. */
     int mcast_fd;

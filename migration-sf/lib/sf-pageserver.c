@@ -81,6 +81,36 @@ static bool mcast_start(SfPageServer *s)
     return true;
 }
 
+/* The source's zero bitmaps as the ZEROMAP messages every clone gets. */
+static SfZeroMap *zeromap_build(SfPageSource *src)
+{
+    const uint64_t **bits = g_new0(const uint64_t *, MAX(src->nblocks, 1));
+    uint64_t *npages = g_new0(uint64_t, MAX(src->nblocks, 1));
+    SfZeroMap *z;
+
+    for (uint32_t i = 0; i < src->nblocks; i++) {
+        bits[i] = sf_pagesrc_zero_map(src, i);
+        npages[i] = src->blocks[i].length / SF_WIRE_PAGE_SIZE;
+    }
+    z = sf_zeromap_build(src->nblocks, bits, npages);
+    g_free(bits);
+    g_free(npages);
+    return z;
+}
+
+static SfWorkSet *workset_new(SfPageSource *src)
+{
+    uint64_t *npages = g_new0(uint64_t, MAX(src->nblocks, 1));
+    SfWorkSet *ws;
+
+    for (uint32_t i = 0; i < src->nblocks; i++) {
+        npages[i] = src->blocks[i].length / SF_WIRE_PAGE_SIZE;
+    }
+    ws = sf_workset_new(src->nblocks, npages, SF_PS_WORKSET_MAX);
+    g_free(npages);
+    return ws;
+}
+
 SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
                                 const SfPageServerConfig *cfg)
 {
@@ -96,6 +126,8 @@ SfPageServer *sf_pageserver_new(SfListener *l, SfPageSource *src,
         cfg->idle_timeout_ms ? cfg->idle_timeout_ms : SF_PS_DEFAULT_IDLE_MS;
     s->log_prefix = cfg->log_prefix ? cfg->log_prefix : "sf-pageserver";
     s->total_pages = sf_pagesrc_total_pages(src);
+    s->zeromap = zeromap_build(src);
+    s->workset = workset_new(src);
     s->sealed = sf_endpoint_is_network(l->endpoint);
     s->mcast_fd = -1;
     sf_seal_keys_derive(&s->keys, cfg->secret, cfg->fork_id);
@@ -477,6 +509,8 @@ void sf_pageserver_free(SfPageServer *s)
     g_ptr_array_free(s->conns, TRUE);
     sf_listener_close(s->l);
     sf_image_free(s->image);
+    sf_zeromap_free(s->zeromap);
+    sf_workset_free(s->workset);
     sf_emitter_free(s->emitter);
     if (s->mcast_fd >= 0) {
         close(s->mcast_fd);

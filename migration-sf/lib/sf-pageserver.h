@@ -86,6 +86,7 @@ typedef struct SfPageServerCloneStats {
     uint64_t mcast_requests;   /* answered on the group */
     uint64_t unicast_requests; /* asked to be answered on the connection */
     uint64_t pushes_dropped;   /* group pushes dropped for a demand */
+    uint64_t workset_pushed;   /* pages pushed from the working set */
 } SfPageServerCloneStats;
 
 /* The fork's multicast output, for the stats (sf-emitter.h). */

@@ -13,12 +13,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "sf-pagemap.h"
 #include "sf-pagesrc.h"
 #include "sf-wire.h"
 
 typedef struct SfMemSource {
     SfPageSource base;
     uint8_t **hosts;
+    uint64_t **zero; /* per block: bitmap of absent pages, or NULL */
 } SfMemSource;
 
 static const void *mem_map(SfPageSource *s, uint32_t block, uint64_t offset,
@@ -30,10 +32,21 @@ static const void *mem_map(SfPageSource *s, uint32_t block, uint64_t offset,
     return m->hosts[block] + offset;
 }
 
+static const uint64_t *mem_zero_map(SfPageSource *s, uint32_t block)
+{
+    SfMemSource *m = (SfMemSource *)s;
+
+    return block < s->nblocks ? m->zero[block] : NULL;
+}
+
 static void mem_free(SfPageSource *s)
 {
     SfMemSource *m = (SfMemSource *)s;
 
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        g_free(m->zero[i]);
+    }
+    g_free(m->zero);
     g_free(m->hosts);
     g_free(m->base.blocks);
     g_free(m);
@@ -41,7 +54,7 @@ static void mem_free(SfPageSource *s)
 
 static const SfPageSourceOps mem_ops = {
     .map = mem_map,
-    .known_zero = NULL,
+    .zero_map = mem_zero_map,
     .free = mem_free,
 };
 
@@ -56,10 +69,30 @@ SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks, void *const *hosts,
     m->base.blocks = g_new0(SfBlockInfo, MAX(nblocks, 1));
     memcpy(m->base.blocks, blocks, nblocks * sizeof(*blocks));
     m->hosts = g_new0(uint8_t *, MAX(nblocks, 1));
+    m->zero = g_new0(uint64_t *, MAX(nblocks, 1));
     for (i = 0; i < nblocks; i++) {
         m->hosts[i] = hosts[i];
         /* Guarantee NUL termination whatever the caller passed. */
         m->base.blocks[i].idstr[SF_BLOCK_IDSTR_MAX - 1] = '\0';
     }
     return &m->base;
+}
+
+int64_t sf_pagesrc_mem_scan_absent(SfPageSource *s, uint32_t block)
+{
+    SfMemSource *m = (SfMemSource *)s;
+    uint64_t npages, *bits;
+    int64_t n;
+
+    g_assert(s->ops == &mem_ops && block < s->nblocks);
+    npages = s->blocks[block].length / SF_WIRE_PAGE_SIZE;
+    bits = g_new0(uint64_t, MAX((npages + 63) / 64, 1));
+    n = sf_pagemap_absent(m->hosts[block], npages, bits);
+    if (n < 0) {
+        g_free(bits);
+        return -1;
+    }
+    g_free(m->zero[block]);
+    m->zero[block] = bits;
+    return n;
 }

@@ -82,3 +82,9 @@ bool sf_page_is_zero(const void *p, size_t len)
     return memcmp(p, (const uint8_t *)p + sizeof(uint64_t),
                   len - sizeof(uint64_t)) == 0;
 }
+
+const uint64_t *sf_pagesrc_zero_map(SfPageSource *s, uint32_t block)
+{
+    return s->ops->zero_map && block < s->nblocks ? s->ops->zero_map(s, block)
+                                                  : NULL;
+}

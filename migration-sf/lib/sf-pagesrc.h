@@ -35,10 +35,14 @@ typedef struct SfPageSourceOps {
     const void *(*map)(SfPageSource *s, uint32_t block, uint64_t offset,
                        uint32_t npages, GError **err);
     /*
-     * Optional: true when the page is known to be zero without reading it
-     * (a hole in a file, free-page hint).  NULL means "read and compare".
+     * Optional: the pages of block known to be zero without reading them
+     * (never populated, given back by free page reporting, a hole in a
+     * file), one bit per page, set when known zero; NULL when nothing is
+     * known (then pages are read and compared).  Valid for the source's
+     * life.  A set bit is a promise: the page server never reads the page
+     * and clones fill it with zero themselves (sf-zeromap.h).
      */
-    bool (*known_zero)(SfPageSource *s, uint32_t block, uint64_t offset);
+    const uint64_t *(*zero_map)(SfPageSource *s, uint32_t block);
     void (*free)(SfPageSource *s);
 } SfPageSourceOps;
 
@@ -62,6 +66,16 @@ void sf_pagesrc_free(SfPageSource *s);
  */
 SfPageSource *sf_pagesrc_mem_new(const SfBlockInfo *blocks, void *const *hosts,
                                  uint32_t nblocks);
+
+/*
+ * Memory source only: mark the pages of block that this process never
+ * populated (sf-pagemap.h) as known zero.  Only for private anonymous
+ * memory, where such a page reads as zero; the caller knows which blocks
+ * are.  Returns the number of pages marked, or -errno.
+ */
+int64_t sf_pagesrc_mem_scan_absent(SfPageSource *s, uint32_t block);
+/* A source's zero bitmap for block, or NULL (no zero_map op or none). */
+const uint64_t *sf_pagesrc_zero_map(SfPageSource *s, uint32_t block);
 
 /* True when len bytes at p are all zero (len a multiple of 8). */
 bool sf_page_is_zero(const void *p, size_t len);

@@ -143,6 +143,19 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
      * better than leaving it without memory.
      */
     pc->clone_id = hdr->clone_id;
+    pc->ws_push = hello.flags & SF_HELLO_WORKSET;
+    /* A clone on a Unix socket or loopback cannot be in the group. */
+    pc->ws_unicast = (hello.flags & SF_HELLO_UNICAST) || !s->sealed ||
+                     g_str_has_prefix(pc->conn->peer, "tcp:127.");
+    pc->ws_cursor = 0;
+    /*
+     * Over the group, what is noted from now on was answered on the group
+     * while this clone was in it: only what came before is pushed, once
+     * (other clones joining at the same time share those pushes too).
+     */
+    pc->ws_end = sf_ps_mcast_on(s) && !pc->ws_unicast
+                     ? sf_workset_len(s->workset)
+                     : UINT64_MAX;
     s->npending--;
     s->nbound++;
     c->conn = pc;
@@ -150,7 +163,19 @@ static void handle_hello(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     sf_ps_log(s, "clone %u connected from %s (connect #%u)", pc->clone_id,
               pc->conn->peer, c->st.connects);
     sf_ps_clone_set_state(s, c, SF_CLONE_CONNECTED);
-    sf_ps_conn_send(s, pc, SF_MSG_WELCOME, out, sizeof(out), NULL, 0);
+    if (sf_ps_conn_send(s, pc, SF_MSG_WELCOME, out, sizeof(out), NULL, 0)) {
+        return;
+    }
+    /* Before any answer: the clone fills these itself from now on. */
+    for (guint i = 0; i < s->zeromap->bodies->len; i++) {
+        GBytes *b = g_ptr_array_index(s->zeromap->bodies, i);
+        gsize len;
+        const void *map = g_bytes_get_data(b, &len);
+
+        if (sf_ps_conn_send(s, pc, SF_MSG_ZEROMAP, map, len, NULL, 0)) {
+            return;
+        }
+    }
 }
 
 static void dequeue(SfPsConn *pc, unsigned i)
@@ -220,6 +245,10 @@ static void handle_request(SfPageServer *s, SfPsConn *pc, const SfWireHdr *hdr,
     }
     c->st.requests++;
     s->stats_dirty = true;
+    if (req.flags & SF_REQ_DEMAND) {
+        sf_workset_note(s->workset, pc->clone_id, req.block,
+                        req.offset / SF_WIRE_PAGE_SIZE, req.npages);
+    }
     if (pc->queued == SF_PS_QUEUE) {
         /* conn_readable() reads on only when there is one to drop. */
         int k = oldest_group_push(s, pc);
@@ -411,9 +440,44 @@ static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
 }
 
 /*
+ * Up to SF_PS_WORKSET_TURN pages of the working set to a clone that asked
+ * for it and has nothing of its own waiting: true when more may follow.
+ * Over the group every clone gets them (the others drop what they have).
+ */
+static bool push_workset(SfPageServer *s, SfPsConn *pc)
+{
+    SfPsClone *c = &s->clones[pc->clone_id - 1];
+    uint32_t left = SF_PS_WORKSET_TURN;
+
+    while (left && !pc->dead) {
+        SfMsgRequest req = { .flags = SF_REQ_PREFETCH | SF_REQ_WORKSET };
+        uint64_t page;
+
+        if (!sf_workset_next(s->workset, &pc->ws_cursor, pc->ws_end,
+                             pc->clone_id, MIN(left, SF_WIRE_MAX_PAGES),
+                             &req.block, &page, &req.npages)) {
+            return false;
+        }
+        req.offset = page * SF_WIRE_PAGE_SIZE;
+        c->st.workset_pushed += req.npages;
+        left -= req.npages;
+        /* Not the clone's request: counted apart from its requests. */
+        if (sf_ps_mcast_on(s) && !pc->ws_unicast) {
+            sf_emitter_queue(s->emitter, req.block, page, req.npages, req.flags,
+                             g_get_monotonic_time());
+            s->mcast_next = 0;
+        } else {
+            serve_unicast(s, pc, &req);
+        }
+    }
+    return !pc->dead;
+}
+
+/*
  * Demand first, across all clones; then one push chunk per clone (for
  * the group: only while it has not too many push pages waiting, so a
- * paced group does not take every clone's push at once).
+ * paced group does not take every clone's push at once), the working
+ * set's before the clone's own.
  */
 bool sf_ps_serve_queued(SfPageServer *s)
 {
@@ -440,6 +504,14 @@ bool sf_ps_serve_queued(SfPageServer *s)
                     !(pc->queue[0].flags & SF_REQ_UNICAST) &&
                     sf_emitter_push_backlog(s->emitter) > SF_PS_PUSH_BACKLOG;
 
+        if (pc->ws_push && !pc->dead && !held && !pc->desc_only &&
+            (!sf_ps_mcast_on(s) ||
+             sf_emitter_push_backlog(s->emitter) <= SF_PS_PUSH_BACKLOG) &&
+            push_workset(s, pc)) {
+            /* The clone's own push waits until the working set is out. */
+            more = true;
+            continue;
+        }
         if (pc->queued && !pc->dead && !held) {
             SfMsgRequest req = pc->queue[0];
 

@@ -118,6 +118,9 @@ char *sf_pageserver_stats_json(SfPageServer *s)
         j,
         "{\"fork_id\": %" PRIu64 ", \"max_clones\": %u, "
         "\"running\": %s, \"total_pages\": %" PRIu64 ",\n"
+        " \"zero_map\": {\"pages\": %" PRIu64 ", \"runs\": %" PRIu64
+        ", \"messages\": %u},\n"
+        " \"workset\": {\"pages\": %" PRIu64 "},\n"
         " \"totals\": {\"requests\": %" PRIu64 ", \"pages_sent\": %" PRIu64
         ", \"zero_pages\": %" PRIu64 ", \"bytes_sent\": %" PRIu64
         ", \"connects\": %u},\n"
@@ -128,11 +131,12 @@ char *sf_pageserver_stats_json(SfPageServer *s)
         ", \"rate\": %.0f, \"window_us\": %" PRId64 ", \"fragments\": %u},\n"
         " \"clones\": [",
         s->cfg->fork_id, s->cfg->max_clones, s->running ? "true" : "false",
-        s->total_pages, tot.requests, tot.pages_sent, tot.zero_pages,
-        tot.bytes_sent, tot.connects, m.active ? "true" : "false",
-        m.failed ? "true" : "false", m.data_pages, m.zero_pages, m.datagrams,
-        m.bytes, m.suppressed, m.pacer_waits, m.dropped, m.rate, m.window_us,
-        m.frags);
+        s->total_pages, s->zeromap->pages, s->zeromap->runs,
+        s->zeromap->bodies->len, sf_workset_len(s->workset), tot.requests,
+        tot.pages_sent, tot.zero_pages, tot.bytes_sent, tot.connects,
+        m.active ? "true" : "false", m.failed ? "true" : "false", m.data_pages,
+        m.zero_pages, m.datagrams, m.bytes, m.suppressed, m.pacer_waits,
+        m.dropped, m.rate, m.window_us, m.frags);
     for (i = 0; i < s->cfg->max_clones; i++) {
         const SfPageServerCloneStats *c = &s->clones[i].st;
 
@@ -142,12 +146,12 @@ char *sf_pageserver_stats_json(SfPageServer *s)
             "\"requests\": %" PRIu64 ", \"pages_sent\": %" PRIu64
             ", \"zero_pages\": %" PRIu64 ", \"bytes_sent\": %" PRIu64
             ", \"connects\": %u, \"mcast_requests\": %" PRIu64
-            ", \"unicast_requests\": %" PRIu64
-            ", \"pushes_dropped\": %" PRIu64 "}",
+            ", \"unicast_requests\": %" PRIu64 ", \"pushes_dropped\": %" PRIu64
+            ", \"workset_pushed\": %" PRIu64 "}",
             i ? "," : "", c->clone_id, sf_clone_state_name(c->state),
             c->requests, c->pages_sent, c->zero_pages, c->bytes_sent,
             c->connects, c->mcast_requests, c->unicast_requests,
-            c->pushes_dropped);
+            c->pushes_dropped, c->workset_pushed);
     }
     g_string_append(j, "\n ]}\n");
     return g_string_free(j, FALSE);

@@ -53,6 +53,10 @@ const SfWireMsgRule sf_wire_msg_table[SF_MSG__MAX] = {
         "FRAG", SF_WIRE_FRAG_LEN + 1, SF_WIRE_FRAG_LEN + SF_WIRE_PAGE_SIZE,
         false,
     },
+    [SF_MSG_ZEROMAP] = {
+        "ZEROMAP", SF_WIRE_ZEROMAP_LEN,
+        SF_WIRE_ZEROMAP_LEN + SF_WIRE_ZEROMAP_RUNS * 8, false,
+    },
 };
 
 /* Big-endian helpers */
@@ -277,6 +281,10 @@ int sf_wire_request_decode(const uint8_t *in, size_t len, SfMsgRequest *m,
         *why = "loss above a million parts per million";
         return -SF_WERR_PROTO;
     }
+    if (m->flags & SF_REQ_WORKSET) {
+        *why = "WORKSET is for pages the server pushes, not a request";
+        return -SF_WERR_PROTO;
+    }
     return check_run(m->npages, m->offset, m->flags, why);
 }
 
@@ -422,6 +430,66 @@ int sf_wire_frag_decode(const uint8_t *in, size_t len, SfMsgFrag *m,
     if (!want || len != SF_WIRE_FRAG_LEN + want) {
         *why = "FRAG index, count or length do not fit a page";
         return -SF_WERR_PROTO;
+    }
+    return 0;
+}
+
+size_t sf_wire_zeromap_encode(uint8_t *out, const SfMsgZeroMap *m)
+{
+    put_u32(out, m->block);
+    put_u32(out + 4, m->nruns);
+    put_u32(out + 8, m->flags);
+    return SF_WIRE_ZEROMAP_LEN;
+}
+
+void sf_wire_zeromap_put_run(uint8_t *runs, uint32_t i, uint32_t page,
+                             uint32_t npages)
+{
+    put_u32(runs + (size_t)i * 8, page);
+    put_u32(runs + (size_t)i * 8 + 4, npages);
+}
+
+void sf_wire_zeromap_run(const SfMsgZeroMap *m, uint32_t i, uint64_t *page,
+                         uint64_t *npages)
+{
+    *page = get_u32(m->runs + (size_t)i * 8);
+    *npages = get_u32(m->runs + (size_t)i * 8 + 4);
+}
+
+int sf_wire_zeromap_decode(const uint8_t *in, size_t len, SfMsgZeroMap *m,
+                           const char **why)
+{
+    uint64_t end = 0;
+
+    if (check_len(SF_MSG_ZEROMAP, len, why) < 0) {
+        return -SF_WERR_PROTO;
+    }
+    m->block = get_u32(in);
+    m->nruns = get_u32(in + 4);
+    m->flags = get_u32(in + 8);
+    m->runs = in + SF_WIRE_ZEROMAP_LEN;
+    if (m->flags & ~SF_ZEROMAP_FLAGS_ALL) {
+        *why = "unknown ZEROMAP flags";
+        return -SF_WERR_PROTO;
+    }
+    if (m->nruns > SF_WIRE_ZEROMAP_RUNS ||
+        len != SF_WIRE_ZEROMAP_LEN + (size_t)m->nruns * 8) {
+        *why = "ZEROMAP length does not match its run count";
+        return -SF_WERR_PROTO;
+    }
+    for (uint32_t i = 0; i < m->nruns; i++) {
+        uint64_t page, npages;
+
+        sf_wire_zeromap_run(m, i, &page, &npages);
+        if (npages == 0 || page < end) {
+            *why = "ZEROMAP runs are empty, out of order or overlap";
+            return -SF_WERR_PROTO;
+        }
+        end = page + npages;
+        if (end > UINT32_MAX) {
+            *why = "ZEROMAP run ends beyond 2^32 pages";
+            return -SF_WERR_PROTO;
+        }
     }
     return 0;
 }

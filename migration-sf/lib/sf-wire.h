@@ -43,6 +43,9 @@
  *   FRAG     s->g  block:u32 offset:u64 flags:u32 index:u8 count:u8
  *                  pad:u16                                       = 20
  *                  + one fragment of one page (sf-reasm.h)
+ *   ZEROMAP  s->c  block:u32 nruns:u32 flags:u32                 = 12
+ *                  + nruns * (page:u32 npages:u32), ascending,
+ *                  disjoint, npages >= 1 (sf-zeromap.h)
  *
  * A DATA, ZERO or FRAG message names pages by (block index, byte offset)
  * only, never by connection: any clone that receives it, over multicast
@@ -50,13 +53,21 @@
  * what lets one page sent serve every clone.
  *
  * HELLO flags: SF_HELLO_DESC_ONLY (the connection only fetches the
- * descriptor; the clone is not counted as connected).  WELCOME:
- * mcast_group 0 when the fork has no multicast group; then mcast_port
+ * descriptor; the clone is not counted as connected); SF_HELLO_WORKSET
+ * (push the fork's working set to this clone: DATA and ZERO flagged
+ * PREFETCH | WORKSET it did not ask for); SF_HELLO_UNICAST (the clone
+ * will not receive the fork's group: that push comes on the connection).
+ * WELCOME: mcast_group 0 when the fork has no multicast group; then mcast_port
  * and frag_count are 0 too.  desc_len is the size of the descriptor the
  * server hands out (DESC_GET), 0 when it has none.  REQUEST: rx_kbps and
  * loss_ppm are the clone's receive rate (KiB/s) and loss (parts per
  * million) over multicast, for the server's pacing; UNICAST asks for the
- * answer on this connection rather than the group.
+ * answer on this connection rather than the group.  ZEROMAP follows
+ * WELCOME on a clone's own connection: runs of pages the frozen image is
+ * known to hold as zero (never written, or given back by the guest's
+ * free page reporting), which the clone fills itself without asking;
+ * SF_ZEROMAP_LAST marks the map's last message (a map may be empty: one
+ * message, no runs, LAST).
  */
 #ifndef SF_WIRE_H
 #define SF_WIRE_H
@@ -66,7 +77,7 @@
 #include <stdint.h>
 
 #define SF_WIRE_MAGIC      0x53465047u
-#define SF_WIRE_VERSION    2
+#define SF_WIRE_VERSION    3
 #define SF_WIRE_HDR_SIZE   24
 #define SF_WIRE_SECRET_LEN 16
 #define SF_WIRE_PAGE_SIZE  4096u
@@ -84,6 +95,9 @@
 #define SF_WIRE_DESC_GET_LEN 24
 #define SF_WIRE_DESC_LEN     16
 #define SF_WIRE_FRAG_LEN     20
+#define SF_WIRE_ZEROMAP_LEN  12
+/* Most runs in one ZEROMAP (64 KiB of runs). */
+#define SF_WIRE_ZEROMAP_RUNS 8192u
 /* Most descriptor bytes in one DESC. */
 #define SF_WIRE_DESC_CHUNK (1024u * 1024)
 /* Largest body any message may have (a full DATA run). */
@@ -101,18 +115,31 @@ typedef enum SfMsgType {
     SF_MSG_DESC_GET = 8,
     SF_MSG_DESC = 9,
     SF_MSG_FRAG = 10,
+    SF_MSG_ZEROMAP = 11,
     SF_MSG__MAX
 } SfMsgType;
 
 /* REQUEST/DATA/ZERO/FRAG flags */
-#define SF_REQ_DEMAND    0x1u /* a vCPU or QEMU thread is blocked on it */
-#define SF_REQ_PREFETCH  0x2u /* background push */
-#define SF_REQ_UNICAST   0x4u /* answer on this connection, not the group */
-#define SF_REQ_FLAGS_ALL (SF_REQ_DEMAND | SF_REQ_PREFETCH | SF_REQ_UNICAST)
+#define SF_REQ_DEMAND   0x1u /* a vCPU or QEMU thread is blocked on it */
+#define SF_REQ_PREFETCH 0x2u /* background push */
+#define SF_REQ_UNICAST  0x4u /* answer on this connection, not the group */
+/* DATA/ZERO only: pushed from the fork's working set (sf-workset.h). */
+#define SF_REQ_WORKSET 0x8u
+#define SF_REQ_FLAGS_ALL                                                       \
+    (SF_REQ_DEMAND | SF_REQ_PREFETCH | SF_REQ_UNICAST | SF_REQ_WORKSET)
 
 /* HELLO flags */
 #define SF_HELLO_DESC_ONLY 0x1u
-#define SF_HELLO_FLAGS_ALL SF_HELLO_DESC_ONLY
+/* Push the fork's working set to this clone (sf-workset.h). */
+#define SF_HELLO_WORKSET 0x2u
+/* This clone does not receive the fork's group: push on the connection. */
+#define SF_HELLO_UNICAST 0x4u
+#define SF_HELLO_FLAGS_ALL                                                     \
+    (SF_HELLO_DESC_ONLY | SF_HELLO_WORKSET | SF_HELLO_UNICAST)
+
+/* ZEROMAP flags */
+#define SF_ZEROMAP_LAST      0x1u
+#define SF_ZEROMAP_FLAGS_ALL SF_ZEROMAP_LAST
 
 /* ERROR codes */
 typedef enum SfWireError {
@@ -196,6 +223,14 @@ typedef struct SfMsgPages {
     uint32_t flags;
 } SfMsgPages;
 
+/* Fixed part of ZEROMAP; runs points into the decoded body. */
+typedef struct SfMsgZeroMap {
+    uint32_t block;
+    uint32_t nruns;
+    uint32_t flags;
+    const uint8_t *runs; /* nruns * 8 bytes, read with sf_wire_zeromap_run */
+} SfMsgZeroMap;
+
 typedef struct SfMsgDone {
     uint8_t secret[SF_WIRE_SECRET_LEN];
 } SfMsgDone;
@@ -254,6 +289,17 @@ int sf_wire_frag_decode(const uint8_t *in, size_t len, SfMsgFrag *m,
 /* Bytes fragment index of count carries: [index * s, min(page,
  * (index + 1) * s)) of its page, s = ceil(page / count); 0 if none. */
 size_t sf_wire_frag_len(unsigned index, unsigned count);
+/* The runs follow the fixed part; decode checks the length, the flags
+ * and that the runs ascend, are disjoint, non-empty and end below 2^32
+ * pages (the block's own size is the receiver's to check). */
+size_t sf_wire_zeromap_encode(uint8_t *out, const SfMsgZeroMap *m);
+int sf_wire_zeromap_decode(const uint8_t *in, size_t len, SfMsgZeroMap *m,
+                           const char **why);
+/* Run i (< m->nruns) of a decoded ZEROMAP; put_run writes one. */
+void sf_wire_zeromap_run(const SfMsgZeroMap *m, uint32_t i, uint64_t *page,
+                         uint64_t *npages);
+void sf_wire_zeromap_put_run(uint8_t *runs, uint32_t i, uint32_t page,
+                             uint32_t npages);
 /* Returns body length; message is truncated to SF_WIRE_ERRMSG_MAX. */
 size_t sf_wire_error_encode(uint8_t *out, uint32_t code, const char *message);
 int sf_wire_error_decode(const uint8_t *in, size_t len, SfMsgError *m,

@@ -77,6 +77,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
+    case SF_MSG_ZEROMAP: {
+        SfMsgZeroMap m;
+        if (sf_wire_zeromap_decode(body, blen, &m, &why) == 0) {
+            uint64_t end = 0;
+
+            g_assert(blen == SF_WIRE_ZEROMAP_LEN + (size_t)m.nruns * 8);
+            for (uint32_t i = 0; i < m.nruns; i++) {
+                uint64_t p, n;
+
+                sf_wire_zeromap_run(&m, i, &p, &n);
+                g_assert(n >= 1 && p >= end && p + n <= UINT32_MAX);
+                end = p + n;
+            }
+            g_assert(sf_wire_zeromap_encode(re, &m) == SF_WIRE_ZEROMAP_LEN);
+            g_assert(memcmp(re, body, SF_WIRE_ZEROMAP_LEN) == 0);
+        }
+        break;
+    }
     case SF_MSG_REQUEST: {
         SfMsgRequest m;
         if (sf_wire_request_decode(body, blen, &m, &why) == 0) {

@@ -148,7 +148,7 @@ class VM:
     """One QEMU process (a parent or a clone) with QMP and a serial socket."""
 
     def __init__(self, workdir, name="vm", mem_mib=None, extra_args=(),
-                 append=None, netdev=True, debian=False):
+                 append=None, netdev=True, debian=False, balloon=True):
         """debian=True boots the Debian guest: its rootfs.img as a
         read-only virtio-blk disk (the root drive, /dev/vda) and
         sf.root=/dev/vda; RAM defaults to 1 GiB instead of 512 MiB."""
@@ -185,6 +185,13 @@ class VM:
             self.args += ["-netdev", "user,id=n0",
                           "-device", "virtio-net-device,id=net0,netdev=n0,"
                                      "mac=52:54:00:12:34:56"]
+        if balloon:
+            # Free page reporting: the guest gives free memory back, so a
+            # fork's frozen image holds it as never populated and clones
+            # fill it with zero themselves (the zero map).  balloon=False
+            # is a guest without the device; "off" has it, not reporting.
+            self.args += ["-device", "virtio-balloon-device,"
+                          f"free-page-reporting={'off' if balloon == 'off' else 'on'}"]
         self.args += list(extra_args)
         # Debugging aid: more QEMU options for every VM a test starts
         # (e.g. SF_TEST_QEMU_ARGS="-trace sf_lazyram_*").

@@ -30,23 +30,25 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = 0x53465047
-VERSION = 2
+VERSION = 3
 HDR_SIZE = 24
 SECRET_LEN = 16
 PAGE_SIZE = 4096
 MAX_PAGES = 1024
 ERRMSG_MAX = 256
 
-HELLO, WELCOME, REQUEST, DATA, ZERO, DONE, ERROR, DESC_GET, DESC, FRAG = \
-    range(1, 11)
+(HELLO, WELCOME, REQUEST, DATA, ZERO, DONE, ERROR, DESC_GET, DESC, FRAG,
+ ZEROMAP) = range(1, 12)
 TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", REQUEST: "REQUEST",
               DATA: "DATA", ZERO: "ZERO", DONE: "DONE", ERROR: "ERROR",
-              DESC_GET: "DESC_GET", DESC: "DESC", FRAG: "FRAG"}
+              DESC_GET: "DESC_GET", DESC: "DESC", FRAG: "FRAG",
+              ZEROMAP: "ZEROMAP"}
 
 REQ_DEMAND = 0x1
 REQ_PREFETCH = 0x2
 REQ_UNICAST = 0x4
-REQ_FLAGS_ALL = REQ_DEMAND | REQ_PREFETCH | REQ_UNICAST
+REQ_WORKSET = 0x8
+REQ_FLAGS_ALL = REQ_DEMAND | REQ_PREFETCH | REQ_UNICAST | REQ_WORKSET
 HELLO_DESC_ONLY = 0x1
 MAX_FRAGS = 32
 DESC_CHUNK = 1024 * 1024
@@ -63,6 +65,9 @@ DONE_LEN = 16
 DESC_GET_LEN = 24
 DESC_LEN = 16
 FRAG_LEN = 20
+ZEROMAP_LEN = 12
+ZEROMAP_RUNS = 8192
+ZEROMAP_LAST = 0x1
 MAX_BODY = PAGES_LEN + MAX_PAGES * PAGE_SIZE
 
 # type -> (min body length, max body length), as sf_wire_msg_table[]
@@ -77,6 +82,7 @@ LENGTHS = {
     DESC_GET: (DESC_GET_LEN, DESC_GET_LEN),
     DESC: (DESC_LEN, DESC_LEN + DESC_CHUNK),
     FRAG: (FRAG_LEN + 1, FRAG_LEN + PAGE_SIZE),
+    ZEROMAP: (ZEROMAP_LEN, ZEROMAP_LEN + ZEROMAP_RUNS * 8),
 }
 
 _HDR = struct.Struct(">IHHIIQ")
@@ -87,6 +93,8 @@ _DESC_GET = struct.Struct(">16sQ")
 _DESC = struct.Struct(">QQ")
 _FRAG = struct.Struct(">IQIBBH")
 _PAGES = struct.Struct(">IIQI")
+_ZEROMAP = struct.Struct(">III")
+_RUN = struct.Struct(">II")
 
 
 class WireError(Exception):
@@ -250,6 +258,18 @@ def decode_pages(msg_type, body):
                         % (TYPE_NAMES[msg_type], len(data), npages))
     return {"block": block, "npages": npages, "offset": offset,
             "flags": flags, "data": data if msg_type == DATA else None}
+
+
+def decode_zeromap(body):
+    """(block, flags, [(page, npages), ...]) of a ZEROMAP."""
+    if len(body) < ZEROMAP_LEN:
+        raise WireError("ZEROMAP of %d bytes" % len(body))
+    block, nruns, flags = _ZEROMAP.unpack_from(body)
+    if len(body) != ZEROMAP_LEN + nruns * _RUN.size or flags & ~ZEROMAP_LAST:
+        raise WireError("ZEROMAP length or flags")
+    runs = [_RUN.unpack_from(body, ZEROMAP_LEN + i * _RUN.size)
+            for i in range(nruns)]
+    return block, flags, runs
 
 
 def decode_error(body):
@@ -505,12 +525,21 @@ class SfWireClient:
     # conversations
 
     def hello(self):
+        """HELLO, then the WELCOME and the zero map that follows it (kept
+        in self.zeromap as (block, page, npages) runs)."""
         self.send_hello()
         hdr, body = self.recv_expect(WELCOME)
         if hdr["clone_id"] != self.clone_id or hdr["fork_id"] != self.fork_id:
             raise WireError("WELCOME addressed to clone %d fork %d"
                             % (hdr["clone_id"], hdr["fork_id"]))
-        return decode_welcome(body)
+        welcome = decode_welcome(body)
+        self.zeromap = []
+        while True:
+            _, body = self.recv_expect(ZEROMAP)
+            block, flags, runs = decode_zeromap(body)
+            self.zeromap += [(block, p, n) for p, n in runs]
+            if flags & ZEROMAP_LAST:
+                return welcome
 
     def fetch(self, block, offset, npages, flags=0):
         """REQUEST and collect replies: list of (type, msg dict)."""

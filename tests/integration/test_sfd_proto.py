@@ -212,12 +212,19 @@ XML_CASES = [
     ("<domain><name>a</name><metadata>" + "<x>pad</x>" * 120000
      + "</metadata></domain>", "more than"),
     ("<domain><name>a</name>", "not well-formed"),
+    ("<domain><name>a</name><memory>262144</memory>"
+     "<os><kernel>/k</kernel></os><devices><memballoon model='xen'/>"
+     "</devices></domain>", "only 'virtio' and 'none'"),
+    ("<domain><name>a</name><memory>262144</memory>"
+     "<os><kernel>/k</kernel></os><devices><memballoon model='virtio' "
+     "freePageReporting='maybe'/></devices></domain>", "'on' or 'off'"),
 ]
 
 
 @pytest.mark.parametrize("xml, msg", XML_CASES,
                          ids=["unknown", "unknown-sf", "entities",
-                              "external-entity", "too-large", "truncated"])
+                              "external-entity", "too-large", "truncated",
+                              "balloon-model", "balloon-reporting"])
 def test_define_rejects(sfd, tmp_path, xml, msg):
     f = tmp_path / "d.xml"
     f.write_text(xml)

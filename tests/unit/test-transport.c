@@ -336,6 +336,17 @@ static void expect_welcome(Client *cl)
     g_assert_cmpuint(w.nblocks, ==, 2);
     g_assert_cmpuint(w.page_size, ==, PAGE);
     g_assert_cmpuint(w.total_pages, ==, block_pages[0] + block_pages[1]);
+    /* Then the zero map: empty here (the memory source was not scanned). */
+    {
+        SfMsgZeroMap z;
+
+        g_assert_cmpint(client_recv(cl, NULL), ==, 1);
+        g_assert_cmpstr(sf_wire_type_name(cl->hdr.type), ==, "ZEROMAP");
+        g_assert_cmpint(
+            sf_wire_zeromap_decode(cl->buf, cl->hdr.length, &z, &why), ==, 0);
+        g_assert_cmpuint(z.nruns, ==, 0);
+        g_assert_cmpuint(z.flags, ==, SF_ZEROMAP_LAST);
+    }
 }
 
 static Client *client_hello(Server *s, uint32_t clone_id)

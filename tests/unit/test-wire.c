@@ -40,7 +40,7 @@ static void test_hdr_layout(void)
 {
     static const uint8_t want[SF_WIRE_HDR_SIZE] = {
         0x53, 0x46, 0x50, 0x47, /* magic "SFPG" */
-        0x00, 0x02,             /* version */
+        0x00, 0x03,             /* version */
         0x00, 0x03,             /* REQUEST */
         0x00, 0x00, 0x00, 0x2c, /* length 44 */
         0x00, 0x00, 0x01, 0x02, /* clone 258 */
@@ -86,11 +86,14 @@ static const HdrCase hdr_cases[] = {
     { "desc-max", SF_WIRE_MAGIC, V, SF_MSG_DESC, 16 + SF_WIRE_DESC_CHUNK, 0 },
     { "frag-min", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 21, 0 },
     { "frag-page", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20 + 4096, 0 },
+    { "zeromap-empty", SF_WIRE_MAGIC, V, SF_MSG_ZEROMAP, 12, 0 },
+    { "zeromap-max", SF_WIRE_MAGIC, V, SF_MSG_ZEROMAP, 12 + 8192 * 8, 0 },
     { "bad-magic", 0x47504653, V, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
     { "zero-magic", 0, V, SF_MSG_HELLO, 20, -SF_WERR_PROTO },
     { "version-0", SF_WIRE_MAGIC, 0, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
     { "version-1", SF_WIRE_MAGIC, 1, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
-    { "version-3", SF_WIRE_MAGIC, 3, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
+    { "version-2", SF_WIRE_MAGIC, 2, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
+    { "version-4", SF_WIRE_MAGIC, 4, SF_MSG_HELLO, 20, -SF_WERR_VERSION },
     { "version-ffff", SF_WIRE_MAGIC, 0xffff, SF_MSG_HELLO, 20,
       -SF_WERR_VERSION },
     { "type-0", SF_WIRE_MAGIC, V, 0, 20, -SF_WERR_PROTO },
@@ -115,6 +118,9 @@ static const HdrCase hdr_cases[] = {
       -SF_WERR_PROTO },
     { "frag-empty", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20, -SF_WERR_PROTO },
     { "frag-over-page", SF_WIRE_MAGIC, V, SF_MSG_FRAG, 20 + 4097,
+      -SF_WERR_PROTO },
+    { "zeromap-short", SF_WIRE_MAGIC, V, SF_MSG_ZEROMAP, 11, -SF_WERR_PROTO },
+    { "zeromap-over", SF_WIRE_MAGIC, V, SF_MSG_ZEROMAP, 12 + 8192 * 8 + 8,
       -SF_WERR_PROTO },
 };
 
@@ -299,7 +305,7 @@ static void test_roundtrip_request(void)
 {
     SfMsgRequest in = {
         .block = 3, .npages = SF_WIRE_MAX_PAGES,
-        .offset = 0xfffff000ull << 12, .flags = SF_REQ_FLAGS_ALL,
+        .offset = 0xfffff000ull << 12, .flags = SF_REQ_FLAGS_ALL & ~SF_REQ_WORKSET,
         .rx_kbps = 123456, .loss_ppm = 50000,
     }, out;
     uint8_t buf[SF_WIRE_REQUEST_LEN];
@@ -313,7 +319,7 @@ static void test_roundtrip_request(void)
     g_assert_cmpuint(out.block, ==, 3);
     g_assert_cmpuint(out.npages, ==, SF_WIRE_MAX_PAGES);
     g_assert_cmphex(out.offset, ==, in.offset);
-    g_assert_cmphex(out.flags, ==, SF_REQ_FLAGS_ALL);
+    g_assert_cmphex(out.flags, ==, in.flags);
     g_assert_cmpuint(out.rx_kbps, ==, 123456);
     g_assert_cmpuint(out.loss_ppm, ==, 50000);
     /* Loss is a share: above 100 % is refused. */
@@ -452,7 +458,8 @@ static const BodyCase body_cases[] = {
       -SF_WERR_PROTO },
     { "hello-ok", BODY_HELLO, 20, 0, 0, 0, NULL, 0, 0 },
     { "hello-desc-only", BODY_HELLO, 20, 0, 0, SF_HELLO_DESC_ONLY, NULL, 0, 0 },
-    { "hello-flags", BODY_HELLO, 20, 0, 0, 2, NULL, 0, -SF_WERR_PROTO },
+    { "hello-flags", BODY_HELLO, 20, 0, 0, 8, NULL, 0, -SF_WERR_PROTO },
+    { "hello-workset", BODY_HELLO, 20, 0, 0, SF_HELLO_WORKSET, NULL, 0, 0 },
     { "hello-short", BODY_HELLO, 16, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
     { "welcome-ok", BODY_WELCOME, 32, 0, 0, 0, NULL, 0, 0 },
     { "welcome-long", BODY_WELCOME, 33, 0, 0, 0, NULL, 0, -SF_WERR_PROTO },
