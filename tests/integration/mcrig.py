@@ -64,11 +64,18 @@ def clone_stats(clones):
     return {c.name: c.cmd("query-sf-clone") for c in clones}
 
 
-def server_stats(parent, fork_id):
-    for f in parent.cmd("query-sf-forks"):
-        if f["id"] == fork_id:
-            return f
-    raise AssertionError(f"fork {fork_id} not in query-sf-forks")
+def server_stats(parent, fork_id, timeout=15):
+    """The fork's figures once its page server is done (every clone
+    complete, so it ends): while it runs, its stats file is rewritten only
+    once a second, and may not count the last pages yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        forks = [f for f in parent.cmd("query-sf-forks") if f["id"] == fork_id]
+        assert forks, f"fork {fork_id} not in query-sf-forks"
+        done = not forks[0]["server-alive"] and forks[0].get("served")
+        if done or time.monotonic() > deadline:
+            return forks[0]
+        time.sleep(0.1)
 
 
 def egress(server):
