@@ -17,14 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
 import conftest  # noqa: E402  (the Lab that cleans up after itself)
 import pattern  # noqa: E402
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
+import sfvm  # noqa: E402
 
 
 def main():
@@ -48,14 +41,14 @@ def main():
         # after a while: the guest reports it free (virtio-balloon free
         # page reporting) and QEMU gives it back to the host.
         parent.serial.run("sfpattern once --mib 256 --seed 9", timeout=300)
-        peak = rss_mib(parent.pid)
+        peak = sfvm.rss_mib(parent.pid)
         deadline = time.monotonic() + 20
-        while rss_mib(parent.pid) > peak - 128 and \
+        while sfvm.rss_mib(parent.pid) > peak - 128 and \
                 time.monotonic() < deadline:
             time.sleep(0.2)
         print(f"parent: a workload used and freed 256 MiB; its guest "
-              f"reported it free: QEMU RSS {peak} -> {rss_mib(parent.pid)} "
-              f"MiB")
+              f"reported it free: QEMU RSS {peak} -> "
+              f"{sfvm.rss_mib(parent.pid)} MiB")
         line = pattern.start(parent.serial, args.mib, 1)
         print(f"parent: wrote a {args.mib} MiB pattern (seed 1): {line}")
 

@@ -37,14 +37,6 @@ MEM_MIB = 512
 FRESH_MIB = 256
 
 
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
 def guest_used_mib(vm):
     _, out = vm.serial.run("free -m | awk '/^Mem:/ {print $3}'")
     return int(out.strip().splitlines()[-1])
@@ -57,9 +49,9 @@ def parent(lab, name, reporting, freed, pat):
     boot = time.monotonic() - t0
     vm.serial.run(f"sfpattern once --mib {freed} --seed 7", timeout=600)
     if reporting:
-        peak = rss_mib(vm.pid)
+        peak = sfvm.rss_mib(vm.pid)
         deadline = time.monotonic() + 30
-        while rss_mib(vm.pid) > peak - freed * 2 // 3 and \
+        while sfvm.rss_mib(vm.pid) > peak - freed * 2 // 3 and \
                 time.monotonic() < deadline:
             time.sleep(0.2)
     pattern.start(vm.serial, pat, 11)

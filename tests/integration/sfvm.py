@@ -404,6 +404,15 @@ class QMPError(Exception):
         self.err = err
 
 
+def rss_mib(pid):
+    """A process's resident memory, MiB (a QEMU's: what its guest holds)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -21,23 +21,15 @@ PATTERN_MIB = 64     # written just before the fork
 FRESH_MIB = 256      # what a clone allocates afterwards
 
 
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def run_workload(vm, wait_reported=True):
     """Allocate, fill and free FREED_MIB in the guest, as a server's
     memory looks after a burst.  With reporting on, wait until the host
     has taken the freed memory back (the guest reports after ~2 s)."""
     vm.serial.run(f"sfpattern once --mib {FREED_MIB} --seed 7", timeout=300)
-    peak = rss_mib(vm.pid)
+    peak = sfvm.rss_mib(vm.pid)
     if wait_reported:
         deadline = time.monotonic() + 30
-        while rss_mib(vm.pid) > peak - FREED_MIB * 2 // 3:
+        while sfvm.rss_mib(vm.pid) > peak - FREED_MIB * 2 // 3:
             assert time.monotonic() < deadline, \
                 f"the guest never reported its free memory (RSS {peak} MiB)"
             time.sleep(0.2)
@@ -212,10 +204,10 @@ def test_clone_of_clone_and_reporting_in_clones(lab, freed_parent):
     assert bad == 0, line
     # What the clone's guest frees now is reported and given back.
     c.serial.run("sfpattern once --mib 200 --seed 9", timeout=300)
-    peak = rss_mib(c.pid)
+    peak = sfvm.rss_mib(c.pid)
     deadline = time.monotonic() + 30
-    while rss_mib(c.pid) > peak - 100:
-        assert time.monotonic() < deadline, (peak, rss_mib(c.pid))
+    while sfvm.rss_mib(c.pid) > peak - 100:
+        assert time.monotonic() < deadline, (peak, sfvm.rss_mib(c.pid))
         time.sleep(0.2)
     pattern.fill(c.serial, 13)
     r2, grand = lab.fork(c, clones=1, prefetch=False)
