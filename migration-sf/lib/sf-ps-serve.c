@@ -441,8 +441,10 @@ static void serve_request(SfPageServer *s, SfPsConn *pc, const SfMsgRequest *r)
 
 /*
  * Up to SF_PS_WORKSET_TURN pages of the working set to a clone that asked
- * for it and has nothing of its own waiting: true when more may follow.
- * Over the group every clone gets them (the others drop what they have).
+ * for it, ahead of its own push requests (its demand was served before):
+ * true when more may follow.  Over the group every clone gets them (the
+ * others drop what they have).  The cursor is the connection's: a clone
+ * that reconnects is offered the working set again and drops what it has.
  */
 static bool push_workset(SfPageServer *s, SfPsConn *pc)
 {
